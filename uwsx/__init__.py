@@ -1,0 +1,59 @@
+"""uwsx: cluster-wide realtime primitives for Python WebSocket servers.
+
+Features are written once against six storage ports (``uwsx.ports``); ``uwsx.connect`` opens a
+backend (memory, Redis, Valkey, Postgres, or any plugin) chosen by URL scheme.
+"""
+
+from __future__ import annotations
+
+from uwsx.connect import CompositeBackend, connect, installed_backends, require
+from uwsx.errors import (
+    BackendError,
+    CircuitBrokenError,
+    IdempotencyResultTooLargeError,
+    Indeterminate,
+    InvalidNameError,
+    LockAcquireTimeoutError,
+    LockLostError,
+    ReplaySerializationError,
+    ReplayStorageError,
+    ReplicationTimeoutError,
+    TaskInFlightError,
+    Unavailable,
+    UnknownTaskError,
+    UnsupportedBackendError,
+    UwsxError,
+)
+from uwsx.plugins import register_plugin
+from uwsx.ports import Backend, Capability
+from uwsx.registry import BackendRegistry, BackendSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendRegistry",
+    "BackendSpec",
+    "Capability",
+    "CircuitBrokenError",
+    "CompositeBackend",
+    "IdempotencyResultTooLargeError",
+    "Indeterminate",
+    "InvalidNameError",
+    "LockAcquireTimeoutError",
+    "LockLostError",
+    "ReplaySerializationError",
+    "ReplayStorageError",
+    "ReplicationTimeoutError",
+    "TaskInFlightError",
+    "Unavailable",
+    "UnknownTaskError",
+    "UnsupportedBackendError",
+    "UwsxError",
+    "__version__",
+    "connect",
+    "installed_backends",
+    "register_plugin",
+    "require",
+]
