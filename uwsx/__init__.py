@@ -24,9 +24,22 @@ from uwsx.errors import (
     UnsupportedBackendError,
     UwsxError,
 )
+from uwsx.features.bus import PubSubBus
+from uwsx.features.replay import Gap, IdempotentPublish, ReplayBuffer
+from uwsx.metrics import Metrics
+from uwsx.platform import (
+    Connection,
+    ConnectionClosedError,
+    LocalConnection,
+    LocalPlatform,
+    Message,
+    Platform,
+    PressureSnapshot,
+)
 from uwsx.plugins import register_plugin
 from uwsx.ports import Backend, Capability
 from uwsx.registry import BackendRegistry, BackendSpec
+from uwsx.reliability.breaker import CircuitBreaker
 
 __version__ = "0.1.0"
 
@@ -36,13 +49,26 @@ __all__ = [
     "BackendRegistry",
     "BackendSpec",
     "Capability",
+    "CircuitBreaker",
     "CircuitBrokenError",
     "CompositeBackend",
+    "Connection",
+    "ConnectionClosedError",
+    "Gap",
     "IdempotencyResultTooLargeError",
+    "IdempotentPublish",
     "Indeterminate",
     "InvalidNameError",
+    "LocalConnection",
+    "LocalPlatform",
     "LockAcquireTimeoutError",
     "LockLostError",
+    "Message",
+    "Metrics",
+    "Platform",
+    "PressureSnapshot",
+    "PubSubBus",
+    "ReplayBuffer",
     "ReplaySerializationError",
     "ReplayStorageError",
     "ReplicationTimeoutError",

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from importlib import metadata
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "BUILTIN_PLUGINS",
     "get_plugin_manager",
     "get_registry",
+    "plugin_errors",
     "register_plugin",
     "reset",
     "unregister_plugin",
@@ -33,7 +35,10 @@ __all__ = [
 #: Plugins that ship inside the ``uwsx`` distribution (also declared as entry points).
 BUILTIN_PLUGINS: dict[str, str] = {"memory": "uwsx.memory.plugin"}
 
+log = logging.getLogger("uwsx.plugins")
+
 _pm: pluggy.PluginManager | None = None
+_errors: dict[str, str] = {}
 _registry: BackendRegistry | None = None
 
 
@@ -59,10 +64,33 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if not pm.is_blocked(name) and pm.get_plugin(name) is None:
             pm.register(importlib.import_module(module), name=name)
     if not _truthy(os.environ.get("UWSX_DISABLE_PLUGIN_AUTOLOAD")):
-        pm.load_setuptools_entrypoints("uwsx")
+        _load_entry_points(pm)
     pm.check_pending()
     _pm = pm
     return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Load every ``uwsx`` entry point. A plugin that fails to import is reported (logged and
+    listed by :func:`plugin_errors`) instead of breaking every other backend."""
+    _errors.clear()
+    for ep in sorted(metadata.entry_points(group="uwsx"), key=lambda e: e.name):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            dist = ep.dist.name if ep.dist is not None else "?"
+            _errors[ep.name] = f"{dist}: {type(exc).__name__}: {exc}"
+            log.warning("uwsx plugin %r (%s) failed to load: %s", ep.name, dist, exc)
+            continue
+        pm.register(plugin, name=ep.name)
+
+
+def plugin_errors() -> dict[str, str]:
+    """Entry points that failed to load, with the reason."""
+    get_plugin_manager()
+    return dict(_errors)
 
 
 def get_registry() -> BackendRegistry:
@@ -103,14 +131,6 @@ def reset() -> None:
     global _pm, _registry
     _pm = None
     _registry = None
-
-
-def plugin_versions() -> dict[str, str]:
-    """Distribution name -> version for every plugin loaded from an entry point."""
-    out: dict[str, str] = {}
-    for _plugin, dist in get_plugin_manager().list_plugin_distinfo():
-        out[dist.project_name] = dist.version
-    return out
 
 
 def dist_version(dist: str) -> str:

@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import Iterator
 
 from uwsx._runtime.clock import Clock, RealClock
-from uwsx._runtime.ids import Ids, RandomSource, RealIds, SeededRandom, SystemRandom
+from uwsx._runtime.ids import Ids, RandomSource, RealIds, SeededIds, SeededRandom, SystemRandom
 from uwsx._runtime.tasks import TaskGroup
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "RealClock",
     "RealIds",
     "Runtime",
+    "SeededIds",
     "SeededRandom",
     "SystemRandom",
     "TaskGroup",

@@ -1,0 +1,69 @@
+"""Fixtures for feature tests, parametrised over every backend that has the needed ports.
+
+``backend_url`` yields a URL per backend kind: ``memory`` always; real servers (Redis, Valkey,
+Redis Cluster, Postgres...) are added by the integration harness fixtures named
+``<kind>_url`` as they become available (see ``FEATURE_BACKENDS``). A test picks the kinds it
+can run on with ``@pytest.mark.backends("memory", "redis", ...)``; by default every kind whose
+backend has the ports the test's feature needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+import uwsx
+from uwsx.ports.backend import Backend
+
+#: Backend kinds feature tests run on. Real-server kinds resolve ``<kind>_url`` fixtures.
+FEATURE_BACKENDS: tuple[str, ...] = ("memory",)
+
+_names = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*kinds): backend kinds a feature test runs on")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        kinds = [k for k in FEATURE_BACKENDS if marker is None or k in marker.args]
+        metafunc.parametrize("backend_kind", kinds)
+
+
+@pytest.fixture
+def backend_url(backend_kind: str, request: pytest.FixtureRequest) -> str:
+    if backend_kind == "memory":
+        return f"memory://features-{next(_names)}"
+    url: str = request.getfixturevalue(f"{backend_kind}_url")
+    return url
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest) -> str:
+    return f"ft{next(_names)}:"
+
+
+@pytest.fixture
+async def open_backend(
+    backend_url: str, key_prefix: str
+) -> AsyncIterator[Callable[[], Awaitable[Backend]]]:
+    """Open another client on the test's storage and prefix (one per simulated instance)."""
+    opened: list[Backend] = []
+
+    async def opener() -> Backend:
+        backend = await uwsx.connect(backend_url, key_prefix=key_prefix)
+        opened.append(backend)
+        return backend
+
+    yield opener
+    for backend in opened:
+        await backend.close()
+
+
+@pytest.fixture
+async def backend(open_backend: Callable[[], Awaitable[Backend]]) -> Backend:
+    return await open_backend()

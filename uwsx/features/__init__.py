@@ -1,0 +1,3 @@
+"""Features, each written once against the storage ports."""
+
+from __future__ import annotations

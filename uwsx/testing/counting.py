@@ -1,0 +1,124 @@
+"""``CountingBackend``: a backend proxy that counts port operations (round trips) per name."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections import Counter
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from uwsx.ports.backend import PORT_NAMES, Backend, Capability, ServerFunctions
+
+__all__ = ["CountingBackend"]
+
+
+class _CountingPort:
+    def __init__(self, port: Any, name: str, counts: Counter[str]) -> None:
+        self._port = port
+        self._name = name
+        self._counts = counts
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._port, attr)
+        if attr == "space" and callable(value):
+
+            @functools.wraps(value)
+            def space(name: str) -> _CountingPort:
+                return _CountingPort(value(name), self._name, self._counts)
+
+            return space
+        if inspect.iscoroutinefunction(value):
+
+            @functools.wraps(value)
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                self._counts[f"{self._name}.{attr}"] += 1
+                return await value(*args, **kwargs)
+
+            return counted
+        return value
+
+
+class CountingBackend:
+    """Wraps a backend; ``counts["kv.map_put"]`` is the number of calls of that operation and
+    :attr:`total` the number of port operations (each one round trip) since :meth:`reset`."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.counts: Counter[str] = Counter()
+        self._ports = {
+            name: None
+            if getattr(backend, name) is None
+            else _CountingPort(getattr(backend, name), name, self.counts)
+            for name in PORT_NAMES
+        }
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    @property
+    def key_prefix(self) -> str:
+        return self.backend.key_prefix
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.backend.capabilities
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        return self.backend.info
+
+    @property
+    def kv(self) -> Any:
+        return self._ports["kv"]
+
+    @property
+    def log(self) -> Any:
+        return self._ports["log"]
+
+    @property
+    def stream(self) -> Any:
+        return self._ports["stream"]
+
+    @property
+    def pubsub(self) -> Any:
+        return self._ports["pubsub"]
+
+    @property
+    def locks(self) -> Any:
+        return self._ports["locks"]
+
+    @property
+    def queue(self) -> Any:
+        return self._ports["queue"]
+
+    @property
+    def functions(self) -> ServerFunctions | None:
+        return self.backend.functions
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
