@@ -20,10 +20,11 @@ async def main() -> None:
 
     alice = b.connect(id="alice")  # connected to instance B
     alice.subscribe("chat")
+    arrived = asyncio.Event()
+    alice.on_frame = lambda frame: arrived.set()
 
     a_bus.wrap(a).publish("chat", "message", {"text": "hello from A"})
-    while not alice.frames:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(arrived.wait(), timeout=5)
     print(alice.frames[0])
 
     for bus in (a_bus, b_bus):
