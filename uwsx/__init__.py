@@ -25,7 +25,12 @@ from uwsx.errors import (
     UwsxError,
 )
 from uwsx.features.bus import PubSubBus
+from uwsx.features.cursor import Cursor
+from uwsx.features.groups import Group
+from uwsx.features.groups_members import GroupMember
+from uwsx.features.presence import Presence, PresenceStats
 from uwsx.features.replay import Gap, IdempotentPublish, ReplayBuffer
+from uwsx.features.sharded_bus import LocalSubject, ShardedBus
 from uwsx.metrics import Metrics
 from uwsx.platform import (
     Connection,
@@ -54,24 +59,31 @@ __all__ = [
     "CompositeBackend",
     "Connection",
     "ConnectionClosedError",
+    "Cursor",
     "Gap",
+    "Group",
+    "GroupMember",
     "IdempotencyResultTooLargeError",
     "IdempotentPublish",
     "Indeterminate",
     "InvalidNameError",
     "LocalConnection",
     "LocalPlatform",
+    "LocalSubject",
     "LockAcquireTimeoutError",
     "LockLostError",
     "Message",
     "Metrics",
     "Platform",
+    "Presence",
+    "PresenceStats",
     "PressureSnapshot",
     "PubSubBus",
     "ReplayBuffer",
     "ReplaySerializationError",
     "ReplayStorageError",
     "ReplicationTimeoutError",
+    "ShardedBus",
     "TaskInFlightError",
     "Unavailable",
     "UnknownTaskError",

@@ -10,12 +10,13 @@ backend has the ports the test's feature needs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 import uwsx
 from uwsx.ports.backend import Backend
+from uwsx.testing import ManualClock, manual_runtime
 
 #: Backend kinds feature tests run on. Real-server kinds resolve ``<kind>_url`` fixtures.
 FEATURE_BACKENDS: tuple[str, ...] = ("memory",)
@@ -32,6 +33,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("backends")
         kinds = [k for k in FEATURE_BACKENDS if marker is None or k in marker.args]
         metafunc.parametrize("backend_kind", kinds)
+
+
+@pytest.fixture(autouse=True)
+def clock() -> Iterator[ManualClock]:
+    """A manual clock installed before any backend opens (memory stores take their clock from
+    the runtime at creation). On real servers only the features' own timers follow it; server
+    TTLs run on the server's clock, so TTL tests advance this clock *and* poll (bounded)."""
+    with manual_runtime() as c:
+        yield c
 
 
 @pytest.fixture

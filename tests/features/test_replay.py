@@ -7,12 +7,20 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from tests.helpers import eventually_async
 from uwsx import ReplaySerializationError, ReplayStorageError, UnsupportedBackendError
 from uwsx.features.replay import Gap, IdempotentPublish, ReplayBuffer
 from uwsx.metrics import Metrics
 from uwsx.ports.backend import Backend
 from uwsx.reliability import CircuitBreaker
-from uwsx.testing import CountingBackend, MockConnection, MockPlatform, Published, Sent
+from uwsx.testing import (
+    CountingBackend,
+    ManualClock,
+    MockConnection,
+    MockPlatform,
+    Published,
+    Sent,
+)
 
 Opener = Callable[[], Awaitable[Backend]]
 STORAGES = ["sortedset", "stream"]
@@ -174,7 +182,9 @@ async def test_no_truncation_when_contiguous(backend: Backend) -> None:
     assert [e for _, e, _ in frames(p)] == ["msg", "end"]
 
 
-async def test_cleared_buffer_with_counter_reports_truncation(backend: Backend) -> None:
+async def test_cleared_buffer_with_counter_reports_truncation(
+    backend: Backend, clock: ManualClock
+) -> None:
     # Entries expired (ttl) while the counter survived: the client must be told it missed data.
     p, conn = MockPlatform(), MockConnection()
     buf = ReplayBuffer(backend, ttl=0.05)
@@ -183,10 +193,8 @@ async def test_cleared_buffer_with_counter_reports_truncation(backend: Backend) 
     async def entries_gone() -> bool:
         return await buf.since("chat", 0) == []
 
-    for _ in range(500):  # the entries expire on the backend's clock; poll, bounded
-        if await entries_gone():
-            break
-        await asyncio.sleep(0.02)
+    # The entries expire on the backend's clock: advance ours (memory) and poll (real servers).
+    await eventually_async(entries_gone, step=lambda: clock.advance(0.05), what="expiry")
     assert await buf.seq("chat") == 3  # the counter never restarts on its own
     assert await buf.gap("chat", 1) == Gap(True, 2)
     await buf.replay(conn, "chat", 1, p)

@@ -7,6 +7,7 @@ from uwsx._runtime.manual import ManualClock, manual_runtime
 from uwsx.memory.backend import MemoryBackend
 from uwsx.memory.store import MemoryStore
 from uwsx.testing.counting import CountingBackend
+from uwsx.testing.faulty import Call, Faults, FaultyBackend
 from uwsx.testing.mock_platform import (
     MockConnection,
     MockPlatform,
@@ -18,7 +19,10 @@ from uwsx.testing.mock_platform import (
 )
 
 __all__ = [
+    "Call",
     "CountingBackend",
+    "Faults",
+    "FaultyBackend",
     "ManualClock",
     "MockConnection",
     "MockPlatform",
