@@ -71,24 +71,26 @@ class MemoryKV:
         self, key: str, expected: str, value: str, *, ttl: float | None = None
     ) -> bool:
         k, v, t = self._k(key), check_value(value), check_ttl(ttl)
+        expected = check_value(expected, "expected")
         entry = self._store.live(k, "string")
-        if entry is None or entry.value != check_value(expected, "expected"):
+        if entry is None or entry.value != expected:
             return False
         self._write(k, v, t)
         return True
 
     async def compare_and_delete(self, key: str, expected: str) -> bool:
-        k = self._k(key)
+        k, expected = self._k(key), check_value(expected, "expected")
         entry = self._store.live(k, "string")
-        if entry is None or entry.value != check_value(expected, "expected"):
+        if entry is None or entry.value != expected:
             return False
         del self._store.keys[k]
         return True
 
     async def compare_and_expire(self, key: str, expected: str, ttl: float) -> bool:
         k, t = self._k(key), check_ttl(ttl, optional=False)
+        expected = check_value(expected, "expected")
         entry = self._store.live(k, "string")
-        if entry is None or entry.value != check_value(expected, "expected"):
+        if entry is None or entry.value != expected:
             return False
         self._store.set_deadline(k, entry, t)
         return True
@@ -137,7 +139,9 @@ class MemoryKV:
         return current + amount
 
     async def delete_prefix(self, prefix: str) -> int:
-        full = self._prefix + (prefix if isinstance(prefix, str) else check_key(prefix))
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        full = self._prefix + prefix
         if not full:
             raise ValueError("delete_prefix needs a prefix (or a backend key_prefix)")
         doomed = [k for k in self._store.keys if k.startswith(full)]

@@ -49,6 +49,7 @@ class MemoryLocks:
 
     async def renew(self, key: str, owner: str, *, ttl: float) -> bool:
         k, t = self._k(key), check_ttl(ttl, optional=False)
+        check_key(owner, "owner")
         assert t is not None
         lease = self._live(k)
         if lease is None or lease[0] != owner:
@@ -58,6 +59,7 @@ class MemoryLocks:
 
     async def release(self, key: str, owner: str) -> bool:
         k = self._k(key)
+        check_key(owner, "owner")
         lease = self._live(k)
         if lease is None or lease[0] != owner:
             return False

@@ -125,6 +125,8 @@ class MemorySortedLog:
         self._store.logs.pop(self._id(log), None)
 
     async def delete_prefix(self, prefix: str) -> int:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
         full = self._prefix + prefix
         doomed = [
             lid for lid in self._store.logs if lid[0] == self._space and lid[1].startswith(full)

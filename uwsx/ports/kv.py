@@ -124,7 +124,8 @@ class KV(Protocol):
     async def compare_and_set(
         self, key: str, expected: str, value: str, *, ttl: float | None = None
     ) -> bool:
-        """Replace the value (and TTL) only if the stored value equals ``expected``."""
+        """Replace the value only if the stored value equals ``expected``; the TTL becomes
+        ``ttl`` (none when omitted), as with :meth:`set`."""
         ...
 
     async def compare_and_delete(self, key: str, expected: str) -> bool:
@@ -144,12 +145,13 @@ class KV(Protocol):
         ...
 
     async def delete(self, *keys: str) -> int:
-        """Delete keys of any kind; returns how many existed."""
+        """Delete keys of any kind (they need not be co-located; no keys: 0); returns how many
+        existed. Not atomic across keys on clustered backends."""
         ...
 
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         """Add ``amount`` to an integer counter (absent = 0) and return the new value. With
-        ``ttl`` the key's TTL is reset on every call."""
+        ``ttl`` the key's TTL is reset on every call; without it an existing TTL is kept."""
         ...
 
     async def delete_prefix(self, prefix: str) -> int:

@@ -5,8 +5,9 @@ Specification
 
 Jobs
 ----
-``enqueue`` stores a job in a named queue and returns its id (a string; ids increase with
-enqueue order within one backend). ``claim`` atomically takes up to ``limit`` jobs of one queue
+``enqueue`` stores a job in a named queue and returns its id (a decimal string; ids increase
+numerically with enqueue order within one backend). Queues, jobs and tasks are namespaced by the
+backend's ``key_prefix`` like keys are: two prefixes never see each other's rows. ``claim`` atomically takes up to ``limit`` jobs of one queue
 that are unclaimed or whose claim expired, oldest id first, sets their visibility deadline to
 now + ``visibility`` (backend clock), increments ``attempts`` and gives every claimed job a
 fresh ``token``. Concurrent claimers never receive the same job while its claim is live (Postgres
@@ -14,10 +15,12 @@ fresh ``token``. Concurrent claimers never receive the same job while its claim 
 
 ``complete``, ``fail`` and ``extend`` take ``(job_id, token)`` pairs and act **only on jobs still
 held by that token**: a re-claim by another worker rotates the token, so a worker whose claim
-lapsed and was taken over can no longer complete, release or extend the job. (The original
+lapsed and was taken over can no longer complete, release or extend the job. A holder whose
+claim lapsed but was not re-claimed yet still holds the token and may act. (The original
 library let it act on a job another worker now held.) They return the ids they acted on.
 ``complete`` deletes; ``fail`` releases for re-claim keeping ``attempts``; ``extend`` pushes the
-deadline by ``by`` seconds. ``pending`` counts unclaimed jobs; ``clear`` deletes jobs.
+deadline by ``by`` seconds. ``pending`` counts jobs never claimed or released by ``fail`` (a
+lapsed claim is claimable but not counted); ``clear`` deletes jobs.
 
 Tasks
 -----

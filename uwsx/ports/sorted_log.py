@@ -9,7 +9,8 @@ A *log* is addressed by name (a feature uses the topic, e.g. ``replay:chat``). I
 ``append`` is one atomic step: increment the counter (the new value is the entry's ``seq``),
 store the entry, trim the log to its ``max_size`` newest entries, and (with ``ttl``) push the
 expiry of the *entries* to ``ttl`` seconds after this append. Concurrent appends from any number
-of clients therefore get distinct, consecutive seqs 1, 2, 3, ... with no gap.
+of clients therefore get distinct, consecutive seqs 1, 2, 3, ... with no gap. An append without
+``ttl`` makes the entries permanent again (the expiry always follows the latest append).
 
 **The counter never expires.** Entries may expire (``ttl``) or be trimmed, but the counter only
 resets through :meth:`delete` / :meth:`delete_prefix`. (The original library expired the
