@@ -379,3 +379,14 @@ async def test_json_payload_round_trips(open_backend: Opener) -> None:
     assert (b.published[0].topic, b.published[0].data) == ("rooms/42", payload)
     await a_bus.close()
     await b_bus.close()
+
+
+async def test_round_trips_counted_per_tick(backend: Backend) -> None:
+    counting = CountingBackend(backend)
+    bus = PubSubBus(counting)
+    w = bus.wrap(MockPlatform())
+    for i in range(10):
+        w.publish("t", "e", i)
+    await settle()
+    assert (counting.total, counting.round_trips) == (1, 1)
+    await bus.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections import Counter
@@ -14,11 +15,31 @@ from uwsx.ports.backend import PORT_NAMES, Backend, Capability, ServerFunctions
 __all__ = ["CountingBackend"]
 
 
+class _Ticks:
+    """Counts event-loop ticks in which at least one operation was issued: what an
+    auto-pipelining adapter sends as one round trip."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._open = False
+
+    def hit(self) -> None:
+        if self._open:
+            return
+        self._open = True
+        self.count += 1
+        asyncio.get_running_loop().call_soon(self._close)
+
+    def _close(self) -> None:
+        self._open = False
+
+
 class _CountingPort:
-    def __init__(self, port: Any, name: str, counts: Counter[str]) -> None:
+    def __init__(self, port: Any, name: str, counts: Counter[str], ticks: _Ticks) -> None:
         self._port = port
         self._name = name
         self._counts = counts
+        self._ticks = ticks
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._port, attr)
@@ -26,7 +47,7 @@ class _CountingPort:
 
             @functools.wraps(value)
             def space(name: str) -> _CountingPort:
-                return _CountingPort(value(name), self._name, self._counts)
+                return _CountingPort(value(name), self._name, self._counts, self._ticks)
 
             return space
         if inspect.iscoroutinefunction(value):
@@ -34,6 +55,7 @@ class _CountingPort:
             @functools.wraps(value)
             async def counted(*args: Any, **kwargs: Any) -> Any:
                 self._counts[f"{self._name}.{attr}"] += 1
+                self._ticks.hit()
                 return await value(*args, **kwargs)
 
             return counted
@@ -58,8 +80,13 @@ class CountingBackend:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def round_trips(self) -> int:
+        return self._ticks.count
+
     def reset(self) -> None:
         self.counts.clear()
+        self._ticks.count = 0
 
     @property
     def name(self) -> str:
