@@ -63,16 +63,19 @@ class _CountingPort:
 
 
 class CountingBackend:
-    """Wraps a backend; ``counts["kv.map_put"]`` is the number of calls of that operation and
-    :attr:`total` the number of port operations (each one round trip) since :meth:`reset`."""
+    """Wraps a backend; ``counts["kv.map_put"]`` is the number of calls of that operation,
+    :attr:`total` the number of port operations (each at most one round trip) and
+    :attr:`round_trips` the number of event-loop ticks that issued any (what an auto-pipelining
+    adapter sends as one round trip each), since :meth:`reset`."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.counts: Counter[str] = Counter()
+        self._ticks = _Ticks()
         self._ports = {
             name: None
             if getattr(backend, name) is None
-            else _CountingPort(getattr(backend, name), name, self.counts)
+            else _CountingPort(getattr(backend, name), name, self.counts, self._ticks)
             for name in PORT_NAMES
         }
 
