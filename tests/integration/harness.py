@@ -128,7 +128,11 @@ class ServerProcess:
         self.argv = argv
         self.log_path = log_path
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+        try:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+        finally:
+            if log_path:
+                out.close()  # type: ignore[union-attr]  # the child keeps its own copy
 
     @property
     def pid(self) -> int:
