@@ -1,8 +1,7 @@
 """Fixtures for feature tests, parametrised over every backend that has the needed ports.
 
-``backend_url`` yields a URL per backend kind: ``memory`` always; real servers (Redis, Valkey,
-Redis Cluster, Postgres...) are added by the integration harness fixtures named
-``<kind>_url`` as they become available (see ``FEATURE_BACKENDS``). A test picks the kinds it
+``backend_url`` yields a URL per backend kind: ``memory`` and the real servers the session
+deployments in ``tests/conftest.py`` provide (see ``FEATURE_BACKENDS``). A test picks the kinds it
 can run on with ``@pytest.mark.backends("memory", "redis", ...)``; by default every kind whose
 backend has the ports the test's feature needs.
 """
@@ -18,8 +17,13 @@ import uwsx
 from uwsx.ports.backend import Backend
 from uwsx.testing import ManualClock, manual_runtime
 
-#: Backend kinds feature tests run on. Real-server kinds resolve ``<kind>_url`` fixtures.
-FEATURE_BACKENDS: tuple[str, ...] = ("memory",)
+#: Backend kinds feature tests run on; each real kind maps to its session deployment fixture.
+REAL_BACKENDS: dict[str, str] = {
+    "redis": "redis_standalone",
+    "redis_cluster": "redis_cluster",
+    "valkey": "valkey_standalone",
+}
+FEATURE_BACKENDS: tuple[str, ...] = ("memory", *REAL_BACKENDS)
 
 _names = itertools.count()
 
@@ -48,7 +52,8 @@ def clock() -> Iterator[ManualClock]:
 def backend_url(backend_kind: str, request: pytest.FixtureRequest) -> str:
     if backend_kind == "memory":
         return f"memory://features-{next(_names)}"
-    url: str = request.getfixturevalue(f"{backend_kind}_url")
+    deployment = request.getfixturevalue(REAL_BACKENDS[backend_kind])
+    url: str = deployment.url
     return url
 
 

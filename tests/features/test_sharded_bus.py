@@ -464,7 +464,8 @@ async def test_follow_churn_delivers_exactly_the_followed_topics(open_backend: O
     for t in ("t1", "t2", "t3", "t4", "t5"):
         w.publish(t, "m", t)
     await eventually(lambda: len(pb.published) == 3)
-    assert [m.topic for m in pb.published] == ["t1", "t3", "t5"]
+    # Order holds per channel only: on a cluster each topic's channel lives on its own shard.
+    assert sorted(m.topic for m in pb.published) == ["t1", "t3", "t5"]
     await b.follow("t4")
     for t in ("t2", "t4"):
         w.publish(t, "m", t)

@@ -335,7 +335,12 @@ class Presence(PresenceCore):
 
         :raises CircuitBrokenError: the breaker is open (nothing changed).
         """
-        await self._store.clear()
+        self._diffs.hold()  # a flush during the delete would publish what clear drops
+        try:
+            await self._store.clear()
+        except BaseException:
+            self._diffs.release()
+            raise
         for conn, topics in list(self._joined.items()):
             for topic in topics:
                 _unsubscribe(conn, STATE_PREFIX + topic)
@@ -348,6 +353,7 @@ class Presence(PresenceCore):
         self._anonymous.clear()
         self._anon_serial = 0
         self._diffs.clear()
+        self._diffs.release()
         await self._channels.release_all()
 
     async def close(self) -> None:

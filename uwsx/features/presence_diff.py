@@ -96,6 +96,7 @@ class DiffBuffer:
         self._pending: dict[str, dict[str, tuple[Op, Any]]] = {}
         self._platform: Platform | None = None
         self._scheduled = False
+        self._held = False
         self._map_topic = metrics.map_topic
         self._m_frames = metrics.counter(
             "presence_diff_frames_total", "presence_diff frames published", ("topic",)
@@ -117,9 +118,21 @@ class DiffBuffer:
                 return  # no loop: flushed by the next flush() call
             self._scheduled = True
 
+    def hold(self) -> None:
+        """Keep pending entries unpublished until :meth:`release` (while a clear decides
+        whether to drop them)."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        if self._pending:
+            self.flush()
+
     def flush(self) -> None:
         """Publish one ``presence_diff`` per pending topic now (``relay=False``)."""
         self._scheduled = False
+        if self._held:
+            return
         pending, self._pending = self._pending, {}
         platform = self._platform
         if platform is None:

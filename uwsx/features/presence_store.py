@@ -39,8 +39,11 @@ class PresenceStore:
         self._kv = kv
         self._instance_id = instance_id
         self._ttl = ttl
-        # Keyspace mode needs the whole map to expire once nobody refreshes it.
+        # Keyspace mode needs the whole map to expire once nobody refreshes it. The key's TTL
+        # is a little shorter than the fields': on servers with native per-field TTLs a map
+        # whose last field expires first is deleted without any key-expiry event.
         self._whole_key_ttl = whole_key_ttl
+        self._key_ttl = ttl * 0.95
         self._breaker = breaker
         self.lock = asyncio.Lock()
         #: Completed writes so far (orders writes before shared reads).
@@ -68,9 +71,14 @@ class PresenceStore:
                 prefix=user_prefix(user_key),
             )
 
-        others = await (with_breaker(self._breaker, call) if guard else call())
         if self._whole_key_ttl:
-            await self._kv.expire(self.key(topic), self._ttl)
+            # Issued in the same tick: one pipelined round trip on adapters that coalesce.
+            others, _ = await asyncio.gather(
+                with_breaker(self._breaker, call) if guard else call(),
+                self._kv.expire(self.key(topic), self._key_ttl),
+            )
+        else:
+            others = await (with_breaker(self._breaker, call) if guard else call())
         self.writes += 1
         return others
 
@@ -85,9 +93,14 @@ class PresenceStore:
         items = {self._field(k): encode_entry(d, ts) for k, (d, ts) in held.items()}
         if not items:
             return
-        await self._kv.map_put_many(self.key(topic), items, ttl=self._ttl)
+        key = self.key(topic)
         if self._whole_key_ttl:
-            await self._kv.expire(self.key(topic), self._ttl)
+            await asyncio.gather(
+                self._kv.map_put_many(key, items, ttl=self._ttl),
+                self._kv.expire(key, self._key_ttl),
+            )
+        else:
+            await self._kv.map_put_many(key, items, ttl=self._ttl)
 
     async def items(self, topic: str) -> dict[str, str]:
         return await with_breaker(self._breaker, lambda: self._kv.map_items(self.key(topic)))

@@ -28,10 +28,19 @@ class _Ticks:
             return
         self._open = True
         self.count += 1
-        asyncio.get_running_loop().call_soon(self._close)
+        asyncio.get_running_loop().call_soon(self.close)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self._open = False
+
+
+async def _reply_leg() -> None:
+    """Resume the caller in a later tick, as a network reply would (an in-process backend
+    answers synchronously, which would hide sequential round trips)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(fut.set_result, None)
+    await fut
 
 
 class _CountingPort:
@@ -56,7 +65,9 @@ class _CountingPort:
             async def counted(*args: Any, **kwargs: Any) -> Any:
                 self._counts[f"{self._name}.{attr}"] += 1
                 self._ticks.hit()
-                return await value(*args, **kwargs)
+                result = await value(*args, **kwargs)
+                await _reply_leg()
+                return result
 
             return counted
         return value
@@ -90,6 +101,7 @@ class CountingBackend:
     def reset(self) -> None:
         self.counts.clear()
         self._ticks.count = 0
+        self._ticks.close()
 
     @property
     def name(self) -> str:
