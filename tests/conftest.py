@@ -7,6 +7,7 @@ Defining them here, once, lets integration and feature tests share the same serv
 
 from __future__ import annotations
 
+from tests.integration.pg_servers import server_fixture
 from tests.integration.redis_servers import deployment_fixture
 
 redis_standalone = deployment_fixture("redis", "standalone")
@@ -14,3 +15,5 @@ redis_cluster = deployment_fixture("redis", "cluster")
 redis_replica = deployment_fixture("redis", "replica")
 valkey_standalone = deployment_fixture("valkey", "standalone")
 valkey_cluster = deployment_fixture("valkey", "cluster")
+pg15 = server_fixture("15")
+pg16 = server_fixture("16")

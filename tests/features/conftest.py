@@ -22,20 +22,38 @@ REAL_BACKENDS: dict[str, str] = {
     "redis": "redis_standalone",
     "redis_cluster": "redis_cluster",
     "valkey": "valkey_standalone",
+    "postgres": "pg15",
 }
 FEATURE_BACKENDS: tuple[str, ...] = ("memory", *REAL_BACKENDS)
+#: Capabilities a kind lacks: tests marked ``needs(capability)`` are not generated for it (the
+#: feature refuses such a backend at construction, which has its own tests).
+LACKS: dict[str, frozenset[str]] = {
+    "memory": frozenset({"replica_wait", "server_functions", "durable"}),
+    "redis": frozenset({"session_locks", "replica_wait"}),
+    "redis_cluster": frozenset({"session_locks", "replica_wait"}),
+    "valkey": frozenset({"session_locks", "replica_wait"}),
+    "postgres": frozenset(
+        {"sharded_pubsub", "key_expiry_events", "replica_wait", "server_functions"}
+    ),
+}
 
 _names = itertools.count()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*kinds): backend kinds a feature test runs on")
+    config.addinivalue_line("markers", "needs(*capabilities): only kinds that have them")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_kind" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
-        kinds = [k for k in FEATURE_BACKENDS if marker is None or k in marker.args]
+        needs = {c for m in metafunc.definition.iter_markers("needs") for c in m.args}
+        kinds = [
+            k
+            for k in FEATURE_BACKENDS
+            if (marker is None or k in marker.args) and not needs & LACKS[k]
+        ]
         metafunc.parametrize("backend_kind", kinds)
 
 
@@ -53,7 +71,10 @@ def backend_url(backend_kind: str, request: pytest.FixtureRequest) -> str:
     if backend_kind == "memory":
         return f"memory://features-{next(_names)}"
     deployment = request.getfixturevalue(REAL_BACKENDS[backend_kind])
-    url: str = deployment.url
+    if backend_kind == "postgres":
+        url: str = deployment.url_for("asyncpg")
+        return url
+    url = deployment.url
     return url
 
 

@@ -382,12 +382,23 @@ async def test_invalid_envelopes_are_dropped(open_backend: Opener) -> None:
     c.update(alice(), "canvas", 1, p)
     await c.flush()
     await settle()
-    p.reset()
     assert raw.pubsub is not None
 
     def env(**fields: Any) -> str:
         base = {"instanceId": "x", "topic": "canvas", "event": "update"}
         return json.dumps({**base, **fields})
+
+    # The cursor subscribes lazily; wait until a valid envelope gets through.
+    warm = env(payload={"key": "warm", "user": None, "data": 0})
+
+    async def subscribed() -> bool:
+        await raw.pubsub.publish("cursor:events", warm)  # type: ignore[union-attr]
+        await settle()
+        return any(m.data == {"key": "warm", "user": None, "data": 0} for m in p.published)
+
+    await eventually_async(subscribed, what="cursor subscription")
+    await settle()
+    p.reset()
 
     for bad in (
         "{",

@@ -11,6 +11,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from tests.helpers import eventually, eventually_async, settle
 from uwsx.features.presence import Presence
 from uwsx.metrics import Metrics
@@ -242,6 +244,7 @@ async def test_leave_skipped_while_the_breaker_was_open_is_announced_after_ttl(
     await b.close()
 
 
+@pytest.mark.needs("key_expiry_events")
 async def test_keyspace_mode_sends_an_empty_state_when_a_topic_map_expires(
     open_backend: Opener, clock: ManualClock
 ) -> None:

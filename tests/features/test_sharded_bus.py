@@ -30,6 +30,8 @@ from uwsx.testing import (
 
 Opener = Callable[[], Awaitable[Backend]]
 
+pytestmark = pytest.mark.needs("sharded_pubsub")
+
 
 def prefix_shard(topic: str) -> str:
     return topic.split(":")[0]

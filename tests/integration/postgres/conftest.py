@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.pg_servers import DRIVERS, VERSIONS, PgServer, server_fixture
+from tests.integration.pg_servers import DRIVERS, VERSIONS, PgServer
 
-pg15 = server_fixture("15")
-pg16 = server_fixture("16")
+# The session servers ``pg15`` / ``pg16`` live in tests/conftest.py (shared with feature tests).
 
 MATRIX = [(v, d) for v in VERSIONS for d in DRIVERS]
 

@@ -1,0 +1,51 @@
+"""A scripted workload for model tests: node 0's first incarnation runs ``ProbeWorkload.script``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from uwsx_sim.node import SimNode
+from uwsx_sim.scenario import Scenario
+from uwsx_sim.workloads.base import Verdict, Workload
+from uwsx_sim.world import World
+
+Script = Callable[[World, SimNode], Awaitable[None]]
+
+
+class ProbeWorkload(Workload):
+    feature = "probe"
+    script: ClassVar[Script | None] = None
+    done: ClassVar[list[str]] = []
+
+    async def run_instance(self, node: SimNode) -> None:
+        script = type(self).script
+        if node.index == 0 and node.incarnation == 1 and script is not None:
+            await script(self.world, node)
+            type(self).done.append("ok")
+
+    def check(self) -> list[Verdict]:
+        return []
+
+
+def probe_scenario(
+    *,
+    instances: int = 2,
+    duration: float = 30.0,
+    backend: dict[str, Any] | None = None,
+    link: dict[str, Any] | None = None,
+) -> Scenario:
+    return Scenario(
+        name="probe",
+        description="model test",
+        instances=instances,
+        duration=duration,
+        heal=1.0,
+        liveness=1.0,
+        backend=backend or {},
+        link=link or {},
+        clock={},
+        workloads=[{"feature": "probe"}],
+        nemeses=[],
+        checks={},
+    )
