@@ -4,6 +4,8 @@ stored (it is replayable, it was not broadcast)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from tests.integration.redis.support import Opener
@@ -15,13 +17,13 @@ from uwsx.testing import MockPlatform
 
 @pytest.mark.parametrize("storage", ["sortedset", "stream"])
 async def test_acked_by_one_replica(
-    redis_replica: RedisDeployment, open_redis: Opener, storage: str
+    redis_replica: RedisDeployment, open_redis: Opener, storage: Literal["sortedset", "stream"]
 ) -> None:
     metrics = Metrics()
     buf = ReplayBuffer(
         await open_redis(redis_replica.url),
         storage=storage,
-        durability="replicated",  # type: ignore[arg-type]
+        durability="replicated",
         min_replicas=1,
         replication_timeout=5.0,
         metrics=metrics,
