@@ -7,8 +7,10 @@ Jobs
 ----
 ``enqueue`` stores a job in a named queue and returns its id (a decimal string; ids increase
 numerically with enqueue order within one backend). Queues, jobs and tasks are namespaced by the
-backend's ``key_prefix`` like keys are: two prefixes never see each other's rows. ``claim`` atomically takes up to ``limit`` jobs of one queue
-that are unclaimed or whose claim expired, oldest id first, sets their visibility deadline to
+backend's ``key_prefix`` like keys are: two prefixes never see each other's rows.
+
+``claim`` atomically takes up to ``limit`` jobs of one queue that are unclaimed or whose claim
+expired, oldest id first, sets their visibility deadline to
 now + ``visibility`` (backend clock), increments ``attempts`` and gives every claimed job a
 fresh ``token``. Concurrent claimers never receive the same job while its claim is live (Postgres
 ``FOR UPDATE SKIP LOCKED`` semantics: they skip, they do not wait).
