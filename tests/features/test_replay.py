@@ -35,6 +35,23 @@ def storage(request: pytest.FixtureRequest) -> str:
     return value
 
 
+class _AnyEpoch(dict[str, object]):
+    """Compares equal to an ``end`` frame's data whatever its (backend-specific) epoch."""
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, dict)
+            and isinstance(other.get("epoch"), str)
+            and {k: v for k, v in other.items() if k != "epoch"} == dict(self)
+        )
+
+    __hash__ = None
+
+
+def end(req_id: str | None = None) -> dict[str, object]:
+    return _AnyEpoch(reqId=req_id)
+
+
 def frames(p: MockPlatform) -> list[tuple[str, str, object]]:
     return [(s.topic, s.event, s.data) for s in p.sent]
 
@@ -147,7 +164,7 @@ async def test_replay_sends_msgs_then_end(backend: Backend, storage: str) -> Non
     assert p.sent == [
         Sent(conn, "__replay:chat", "msg", {"seq": 2, "event": "created", "data": {"id": 2}}),
         Sent(conn, "__replay:chat", "msg", {"seq": 3, "event": "created", "data": {"id": 3}}),
-        Sent(conn, "__replay:chat", "end", {"reqId": None}),
+        Sent(conn, "__replay:chat", "end", end()),
     ]
     assert len(p.published) == 3  # replay itself never publishes
 
@@ -159,8 +176,8 @@ async def test_replay_caught_up_unknown_and_req_id(backend: Backend) -> None:
     await buf.replay(conn, "chat", 3, p)
     await buf.replay(conn, "unknown", 0, p, req_id="req-123")
     assert frames(p) == [
-        ("__replay:chat", "end", {"reqId": None}),
-        ("__replay:unknown", "end", {"reqId": "req-123"}),
+        ("__replay:chat", "end", end()),
+        ("__replay:unknown", "end", end("req-123")),
     ]
 
 
@@ -237,9 +254,9 @@ async def test_resume_hook(backend: Backend) -> None:
     await hook(conn, last_seen_seqs={"chat": 1, "todos": 2}, platform=p)
     assert frames(p) == [
         ("__replay:chat", "msg", {"seq": 2, "event": "c", "data": 2}),
-        ("__replay:chat", "end", {"reqId": None}),
+        ("__replay:chat", "end", end()),
         ("__replay:todos", "msg", {"seq": 3, "event": "t", "data": 3}),
-        ("__replay:todos", "end", {"reqId": None}),
+        ("__replay:todos", "end", end()),
     ]
     p.reset()
     await hook(conn, last_seen_seqs={"chat": "oops", "todos": -5}, platform=p)
@@ -405,3 +422,49 @@ async def test_table_option_separates_storage(backend: Backend) -> None:
         ReplayBuffer(backend, table="drop table;--")
     with pytest.raises(InvalidNameError):
         ReplayBuffer(backend, table="pg_class")
+
+
+async def test_end_frame_carries_the_epoch_and_a_stale_epoch_replays_everything(
+    backend: Backend, storage: str
+) -> None:
+    p, conn = MockPlatform(), MockConnection()
+    buf = ReplayBuffer(backend, storage=storage)  # type: ignore[arg-type]
+    await fill(buf, p, 3)
+    await buf.replay(conn, "chat", 2, p)
+    epoch = p.sent[-1].data["epoch"]
+    assert isinstance(epoch, str)
+    assert epoch
+    p.reset()
+    await buf.replay(conn, "chat", 2, p, epoch=epoch)  # same epoch: just what was missed
+    assert [e for _, e, _ in frames(p)] == ["msg", "end"]
+    p.reset()
+    # A position from another epoch (the backend lost writes since): start over, explicitly.
+    await buf.replay(conn, "chat", 2, p, epoch="some-older-epoch")
+    assert [
+        (e, d["seq"] if isinstance(d, dict) and e == "msg" else None) for _, e, d in frames(p)
+    ] == [
+        ("truncated", None),
+        ("msg", 1),
+        ("msg", 2),
+        ("msg", 3),
+        ("end", None),
+    ]
+    assert await buf.gap("chat", 2, epoch="some-older-epoch") == Gap(True, 1)
+    assert await buf.gap("chat", 2, epoch=epoch) == Gap(False, None)
+    p.reset()
+    hook = buf.resume_hook()
+    await hook(conn, last_seen_seqs={"chat": {"seq": 3, "epoch": "gone"}}, platform=p)
+    assert next(e for _, e, _ in frames(p)) == "truncated"
+
+
+async def test_epoch_changes_when_the_log_is_recreated(backend: Backend) -> None:
+    p, conn = MockPlatform(), MockConnection()
+    buf = ReplayBuffer(backend)
+    await fill(buf, p, 2)
+    await buf.replay(conn, "chat", 0, p)
+    before = p.sent[-1].data["epoch"]
+    await buf.clear_topic("chat")
+    await fill(buf, p, 3)  # seqs 1..3 again: a client at 2 must not skip 3's predecessors
+    p.reset()
+    await buf.replay(conn, "chat", 2, p, epoch=before)
+    assert [e for _, e, _ in frames(p)][:2] == ["truncated", "msg"]

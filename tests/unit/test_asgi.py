@@ -47,5 +47,5 @@ def test_resume_replays_missed_messages() -> None:
     assert [(f["event"], f["data"]) for f in got] == [
         ("msg", {"seq": 2, "event": "said", "data": 2}),
         ("msg", {"seq": 3, "event": "said", "data": 3}),
-        ("end", {"reqId": None}),
+        ("end", {"reqId": None, "epoch": got[-1]["data"]["epoch"]}),
     ]

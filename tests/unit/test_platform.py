@@ -95,7 +95,7 @@ async def test_two_local_instances_share_publishes_and_replays() -> None:
     await b_replay.replay(late, "room", 0, b_platform)
     assert late.frames == [
         Frame("__replay:room", "msg", {"seq": seq, "event": "said", "data": {"text": "hi"}}),
-        Frame("__replay:room", "end", {"reqId": None}),
+        Frame("__replay:room", "end", {"reqId": None, "epoch": late.frames[-1].data["epoch"]}),
     ]
     for bus in (a_bus, b_bus):
         await bus.close()

@@ -16,8 +16,10 @@ Invariants (checked by the simulator's replay checker, ``uwsx_sim`` RP-1..RP-4):
 * RP-4 after faults heal, resuming consumers catch up to the head.
 
 Wire frames go to one connection on topic ``__replay:{topic}``: ``truncated`` (``None``), then
-``msg`` (``{seq, event, data}``) per message, then ``end`` (``{reqId}``); or ``denied``
-(``{code, reqId}``) alone when ``platform.check_subscribe`` refuses the topic.
+``msg`` (``{seq, event, data}``) per message, then ``end`` (``{reqId, epoch}``); or ``denied``
+(``{code, reqId}``) alone when ``platform.check_subscribe`` refuses the topic. Clients keep the
+``epoch`` with their last seq and send both when resuming: positions are only comparable within
+one epoch, and the epoch changes when the backend lost acknowledged writes.
 """
 
 from __future__ import annotations
@@ -278,14 +280,18 @@ class ReplayBuffer:
         bounds = await with_breaker(self._breaker, lambda: self._log.bounds(name))
         return bounds.newest
 
-    async def gap(self, topic: str, last_seen: int) -> Gap:
-        """Whether a client at ``last_seen`` can catch up from storage."""
+    async def gap(self, topic: str, last_seen: int, *, epoch: str | None = None) -> Gap:
+        """Whether a client at ``last_seen`` can catch up from storage. With ``epoch`` (the
+        one the client last saw, from an ``end`` frame) a different current epoch means its
+        position is meaningless now: everything from seq 1 is missing to it."""
         if not _non_negative_int(last_seen):
             raise ValueError(f"replay: last_seen must be a non-negative integer, got {last_seen!r}")
         if last_seen == 0:
             return Gap(False, None)
         name = self._name(topic)
         b = await with_breaker(self._breaker, lambda: self._log.bounds(name))
+        if epoch is not None and epoch != b.epoch:
+            return Gap(True, 1)
         if b.newest <= last_seen:
             return Gap(False, None)
         if b.oldest is None or b.oldest > last_seen + 1:
@@ -320,8 +326,16 @@ class ReplayBuffer:
         since_seq: int,
         platform: Platform,
         req_id: str | None = None,
+        *,
+        epoch: str | None = None,
     ) -> None:
-        """Send what ``conn`` missed since ``since_seq`` as ``__replay:{topic}`` frames."""
+        """Send what ``conn`` missed since ``since_seq`` as ``__replay:{topic}`` frames.
+
+        ``epoch`` is the epoch the client saw with ``since_seq`` (every ``end`` frame carries
+        the current one). When the backend lost acknowledged writes since (failover, restart
+        without persistence) the epoch differs: the client gets ``truncated`` and every stored
+        message from the start, so a reused seq can never be skipped silently.
+        """
         channel = "__replay:" + topic
         denial = await resolve(platform.check_subscribe(conn, topic))
         if denial:
@@ -332,14 +346,16 @@ class ReplayBuffer:
             return
         name = self._name(topic)
 
-        async def read() -> tuple[Any, list[LogEntry]]:
-            return await asyncio.gather(
-                self._log.bounds(name), self._log.read_after(name, since_seq)
-            )
+        async def read(after: int) -> tuple[Any, list[LogEntry]]:
+            return await asyncio.gather(self._log.bounds(name), self._log.read_after(name, after))
 
-        bounds, entries = await with_breaker(self._breaker, read)
+        bounds, entries = await with_breaker(self._breaker, lambda: read(since_seq))
+        stale_epoch = since_seq > 0 and epoch is not None and epoch != bounds.epoch
+        if stale_epoch:
+            bounds, entries = await with_breaker(self._breaker, lambda: read(0))
         if since_seq > 0 and (
-            (entries and entries[0].seq > since_seq + 1)
+            stale_epoch
+            or (entries and entries[0].seq > since_seq + 1)
             or (not entries and bounds.newest > since_seq)
         ):
             self._m_truncations.inc(topic=self._map_topic(topic))
@@ -349,10 +365,12 @@ class ReplayBuffer:
             platform.send(conn, channel, "msg", {"seq": s, "event": ev, "data": d})
         if messages:
             self._m_replayed.inc(len(messages), topic=self._map_topic(topic))
-        platform.send(conn, channel, "end", {"reqId": req_id})
+        platform.send(conn, channel, "end", {"reqId": req_id, "epoch": bounds.epoch})
 
     def resume_hook(self) -> Callable[..., Awaitable[None]]:
-        """``async hook(conn, *, last_seen_seqs, platform)``: replay every topic in order."""
+        """``async hook(conn, *, last_seen_seqs, platform)``: replay every topic in order.
+        A position is a seq, or ``{"seq": n, "epoch": e}`` with the epoch of the last ``end``
+        frame (invalid seqs count as 0)."""
 
         async def resume(
             conn: Connection,
@@ -362,8 +380,15 @@ class ReplayBuffer:
         ) -> None:
             if not last_seen_seqs or platform is None:
                 return
-            for topic, seq in last_seen_seqs.items():
-                await self.replay(conn, topic, seq if _non_negative_int(seq) else 0, platform)
+            for topic, position in last_seen_seqs.items():
+                epoch = None
+                seq = position
+                if isinstance(position, Mapping):
+                    seq = position.get("seq")
+                    raw_epoch = position.get("epoch")
+                    epoch = raw_epoch if isinstance(raw_epoch, str) else None
+                seq = seq if _non_negative_int(seq) else 0
+                await self.replay(conn, topic, seq, platform, epoch=epoch)
 
         return resume
 

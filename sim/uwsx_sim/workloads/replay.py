@@ -49,6 +49,10 @@ class Consumer:
 
     name: str
     pos: dict[str, int] = field(default_factory=dict)
+    #: topic -> the epoch of the last ``end`` frame (positions only compare within one epoch)
+    epoch: dict[str, str] = field(default_factory=dict)
+    #: topic -> backend epochs the consumer was told it left (their losses were signalled)
+    abandoned: dict[str, set[str]] = field(default_factory=dict)
     #: topic -> ids received
     received: dict[str, set[str]] = field(default_factory=dict)
     #: topic -> (from, to) seq windows declared missing by a truncated frame
@@ -161,9 +165,10 @@ class ReplayWorkload(Workload):
         topic: str,
     ) -> None:
         since = consumer.pos.get(topic, 0)
+        seen_epoch = consumer.epoch.get(topic)
         conn = platform.connect()
         try:
-            await replay.replay(conn, topic, since, platform)
+            await replay.replay(conn, topic, since, platform, epoch=seen_epoch)
         except ReplayStorageError:
             return
         except (Indeterminate, Unavailable):
@@ -171,6 +176,22 @@ class ReplayWorkload(Workload):
         finally:
             platform.disconnect(conn)
         frames = conn.frames_on("__replay:" + topic)
+        ends = [f.data for f in frames if f.event == "end" and isinstance(f.data, dict)]
+        new_epoch = ends[-1].get("epoch") if ends else None
+        epoch_changed = (
+            since > 0
+            and seen_epoch is not None
+            and new_epoch is not None
+            and new_epoch != seen_epoch
+        )
+        if epoch_changed:
+            assert seen_epoch is not None
+            # The old position means nothing now; what that epoch held and was lost is signalled.
+            consumer.abandoned.setdefault(topic, set()).add(_store_epoch(seen_epoch))
+            consumer.truncated[topic] = []
+            self.sometimes("epoch change signalled")
+        if isinstance(new_epoch, str):
+            consumer.epoch[topic] = new_epoch
         truncated = any(f.event == "truncated" for f in frames)
         msgs = [f.data for f in frames if f.event == "msg" and isinstance(f.data, dict)]
         seqs = [int(m["seq"]) for m in msgs]
@@ -184,7 +205,11 @@ class ReplayWorkload(Workload):
             self.now(),
         )
         expected = since + 1
-        if since == 0 and seqs and not truncated:
+        if epoch_changed:
+            # The position restarts in the new epoch: everything from seq 1 is due, unless a
+            # truncated frame says what is gone.
+            since, expected = 0, 1
+        if since == 0 and seqs and not truncated and not epoch_changed:
             # position 0 is a fresh client: it starts at the oldest stored message (the
             # feature announces truncation only to clients that had a position)
             consumer.truncated.setdefault(topic, []).append((1, seqs[0] - 1))
@@ -193,7 +218,8 @@ class ReplayWorkload(Workload):
             self.sometimes("truncated frame")
             first = seqs[0] if seqs else None
             end = (first - 1) if first is not None else None
-            consumer.truncated.setdefault(topic, []).append((since + 1, end or 10**12))
+            if end is None or end >= since + 1:
+                consumer.truncated.setdefault(topic, []).append((since + 1, end or 10**12))
             if seqs:
                 expected = seqs[0]
         for s in seqs:
@@ -206,7 +232,9 @@ class ReplayWorkload(Workload):
                 break
             expected = s + 1
         consumer.received.setdefault(topic, set()).update(ids)
-        if seqs:
+        if epoch_changed:
+            consumer.pos[topic] = seqs[-1] if seqs else 0
+        elif seqs:
             consumer.pos[topic] = max(since, seqs[-1])
 
     def _violate(self, invariant: str, detail: str) -> None:
@@ -268,6 +296,8 @@ class ReplayWorkload(Workload):
                 pos = consumer.pos.get(a.topic, 0)
                 if a.seq > pos or a.id in consumer.received.get(a.topic, set()):
                     continue
+                if a.epoch in consumer.abandoned.get(a.topic, set()):
+                    continue  # lost with an epoch the consumer was told it left
                 if any(lo <= a.seq <= hi for lo, hi in consumer.truncated.get(a.topic, [])):
                     continue
                 v.ok, v.time = False, a.time
@@ -310,6 +340,11 @@ class ReplayWorkload(Workload):
         return v
 
 
+def _store_epoch(log_epoch: str) -> str:
+    """The store epoch inside a memory log epoch (``<store epoch>.<log incarnation>``)."""
+    return log_epoch.split(".", 1)[0]
+
+
 def _entry_id(entry: LogEntry) -> str:
     import json
 
@@ -350,7 +385,13 @@ def _stale_counter_append(original: Any) -> Any:
 
 def _no_truncated_frame(original: Any) -> Any:
     async def replay(
-        self: Any, conn: Any, topic: str, since_seq: int, platform: Any, req_id: str | None = None
+        self: Any,
+        conn: Any,
+        topic: str,
+        since_seq: int,
+        platform: Any,
+        req_id: str | None = None,
+        **kwargs: Any,
     ) -> None:
         class Quiet:
             def __getattr__(self, name: str) -> Any:
@@ -362,7 +403,25 @@ def _no_truncated_frame(original: Any) -> Any:
                 result: int = platform.send(c, channel, event, data)
                 return result
 
-        await original(self, conn, topic, since_seq, Quiet(), req_id)
+        await original(self, conn, topic, since_seq, Quiet(), req_id, **kwargs)
+
+    return replay
+
+
+def _epoch_ignored(original: Any) -> Any:
+    async def replay(
+        self: Any,
+        conn: Any,
+        topic: str,
+        since_seq: int,
+        platform: Any,
+        req_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # the bug: the client's epoch is dropped, so positions from before a lossy failover
+        # are trusted and reused seqs are skipped silently
+        kwargs.pop("epoch", None)
+        await original(self, conn, topic, since_seq, platform, req_id, **kwargs)
 
     return replay
 
@@ -385,5 +444,15 @@ register(
         "RP-2",
         "uwsx.features.replay:ReplayBuffer.replay",
         _no_truncated_frame,
+    )
+)
+register(
+    Mutant(
+        "replay-ignores-epoch",
+        "resume trusts a position from before the backend lost acknowledged writes",
+        "replay-failover",
+        "RP-2",
+        "uwsx.features.replay:ReplayBuffer.replay",
+        _epoch_ignored,
     )
 )
