@@ -11,7 +11,6 @@ from uwsx_sim.scenario import Scenario, find_scenario, list_scenarios
 
 #: scenarios that exist to demonstrate a documented limitation (see docs/sim.md)
 KNOWN_GAPS = {
-    "lock-failover": "LK-1",
     "groups-pause": "GR-1",
     "sharded-bus-partition": "SB-5",
 }

@@ -1,4 +1,13 @@
-"""``MemoryLocks``: leases with fences, and session locks tied to a backend instance."""
+"""``MemoryLocks``: leases with fences, and session locks tied to a backend instance.
+
+Fences are hybrid-logical-clock values: each grant issues
+``max(stored fence + 1, backend monotonic time in microseconds)`` and stores it. The stored
+counter makes fences strictly increase per key; the clock term keeps them increasing when the
+counter is lost (the simulator's failover to a lagging replica, a restart without persistence),
+because the backend clock has moved past every fence issued before. The clock is the store's
+monotonic one: it never steps back, and the simulator pins it on replicas to the primary's
+apply time, so a replica re-running a grant computes the very fence the primary issued.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,11 @@ from uwsx.ports.checks import check_key, check_ttl
 from uwsx.ports.locks import Holder, Lease, SessionLock
 
 __all__ = ["MemoryLocks"]
+
+
+def _micros(seconds: float) -> int:
+    # Truncated like Redis TIME; a negative reading (a test clock) always loses to counter + 1.
+    return int(seconds * 1_000_000)
 
 
 class MemoryLocks:
@@ -30,7 +44,8 @@ class MemoryLocks:
         return lease
 
     def _next_fence(self, fence_key: str) -> int:
-        fence = self._store.fences.get(fence_key, 0) + 1
+        """Issue and store the key's next fence (see the module docstring)."""
+        fence = max(self._store.fences.get(fence_key, 0) + 1, _micros(self._store.now()))
         self._store.fences[fence_key] = fence
         return fence
 

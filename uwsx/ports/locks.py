@@ -8,11 +8,20 @@ acquisition attempt) until it expires ``ttl`` seconds later on the *backend* clo
 or is released. ``acquire`` succeeds only when no live lease exists. At most one live lease per
 key exists at any backend instant.
 
-**Fencing.** Every successful ``acquire`` and ``seize`` returns a fence: an integer that is
-strictly greater than every fence previously issued for that key, including after expiry,
-release and ``delete``-free restarts of the client. Renewing keeps the fence. A resource
-protected by the lock must reject writes carrying a fence lower than the highest it has seen:
-that, not the lease, is what makes a paused former holder harmless.
+**Fencing.** Every successful ``acquire`` and ``seize`` returns a fence: an ``int`` strictly
+greater than every fence previously issued for that key, including after expiry, release and
+restarts of the client. Renewing keeps the fence. A resource protected by the lock must reject
+writes carrying a fence lower than the highest it has seen: that, not the lease, is what makes a
+paused former holder harmless.
+
+Fences are hybrid-logical-clock values: the backend issues ``max(stored counter + 1, backend
+clock in microseconds)`` and stores it. While the stored counter survives, fences strictly
+increase whatever the clocks do. When the backend loses the counter's latest values (a failover
+to a replica that asynchronous replication had not reached, a restart without persistence), the
+next fence is still greater than every earlier one provided the clock of the server issuing it
+does not read earlier than the clock that issued an earlier fence by more than the real time
+between the two acquisitions. Fences are therefore large and not contiguous: compare them, never
+count with them.
 
 ``renew`` (compare-and-expire) and ``release`` (compare-and-delete) act only when the live lease
 belongs to ``owner``; they return False otherwise and change nothing. ``seize`` installs a lease
@@ -57,7 +66,7 @@ class Holder:
 
 @dataclass(frozen=True, slots=True)
 class SessionLock:
-    """A lock held by a backend session; ``fence`` increases per key like lease fences."""
+    """A lock held by a backend session; ``fence`` follows the same rule as lease fences."""
 
     key: str
     fence: int

@@ -1,9 +1,16 @@
 """``RedisLocks``: leases with owner tokens and fencing numbers, one script per operation.
 
 A lease is the string ``"<fence>:<owner>"`` with a millisecond TTL on the server clock; next
-to it (same hash tag, so the same slot) a fence counter that never expires, incremented in the
+to it (same hash tag, so the same slot) a fence counter that never expires, advanced in the
 same script that installs the lease. Redis has no connection-scoped locks that die with the
 session, so ``session_locks`` is not offered.
+
+Fences are hybrid-logical-clock values: the script issues ``max(counter + 1, TIME in
+microseconds)`` and stores it as the new counter. Replication is asynchronous, so a failover can
+lose the counter's latest writes (and a restart without persistence loses the counter); the
+clock term still puts the next fence above every fence issued before, provided the serving
+node's clock has not stepped back by more than the time since that fence was issued. The
+counter alone covers a clock that stands still or steps back while the counter survives.
 """
 
 from __future__ import annotations

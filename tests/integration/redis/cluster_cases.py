@@ -69,8 +69,9 @@ class ClusterCases:
                 name, "e", "{}", producer_id=f"p{i}", request_id="r", max_size=5, dedup_ttl=60
             )
             assert (fresh.seq, again.duplicate) == (1, True)
-            assert (await locks.acquire(name, "o", ttl=30)) is not None
-            assert (await locks.seize(name, "p", ttl=30)).fence == 2
+            acquired = await locks.acquire(name, "o", ttl=30)
+            assert acquired is not None
+            assert (await locks.seize(name, "p", ttl=30)).fence > acquired.fence
             tag = colocate(name)
             put = await kv.map_put_bounded(
                 f"grp:{tag}:members", "m", "v", max_fields=3, unless_key=f"grp:{tag}:closed"
