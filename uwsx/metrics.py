@@ -16,7 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from uwsx.errors import InvalidNameError
 
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("uwsx.metrics")
+_T = TypeVar("_T", bound="_Instrument")
 
 DEFAULT_BUCKETS: tuple[float, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000)
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -281,31 +282,44 @@ class Metrics:
             raise InvalidNameError(f"metric {full!r}: duplicate label names in {list(out)}")
         return out
 
-    def _get(self, full: str, kind: type[_Instrument]) -> _Instrument | None:
+    def _register(
+        self,
+        kind: type[_T],
+        name: str,
+        help: str,
+        labels: Sequence[str],
+        make: Callable[[str, tuple[str, ...]], Any],
+    ) -> _T:
+        """The instrument called ``name``: the existing one when registered with the same
+        type (help and labels of the new call are ignored), else a new one built by ``make``."""
+        full = self._name(name)
         existing = self._instruments.get(full)
-        if existing is not None and not isinstance(existing, kind):
-            raise ValueError(f"metric {full!r} already registered as a different type")
-        return existing
+        if existing is not None:
+            if not isinstance(existing, kind):
+                raise ValueError(f"metric {full!r} already registered as a different type")
+            return existing
+        names = self._labels(full, labels)
+        inst = kind(self, full, names, make(full, names))
+        self._instruments[full] = inst
+        return inst
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
-        full = self._name(name)
-        found = self._get(full, _Counter)
-        if found is not None:
-            return found  # type: ignore[return-value]
-        names = self._labels(full, labels)
-        metric = self._pc.Counter(full, help, names, registry=self.registry)
-        inst = self._instruments[full] = _Counter(self, full, names, metric)
-        return inst
+        return self._register(
+            _Counter,
+            name,
+            help,
+            labels,
+            lambda full, names: self._pc.Counter(full, help, names, registry=self.registry),
+        )
 
     def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
-        full = self._name(name)
-        found = self._get(full, _Gauge)
-        if found is not None:
-            return found  # type: ignore[return-value]
-        names = self._labels(full, labels)
-        metric = self._pc.Gauge(full, help, names, registry=self.registry)
-        inst = self._instruments[full] = _Gauge(self, full, names, metric)
-        return inst
+        return self._register(
+            _Gauge,
+            name,
+            help,
+            labels,
+            lambda full, names: self._pc.Gauge(full, help, names, registry=self.registry),
+        )
 
     def histogram(
         self,
@@ -314,21 +328,22 @@ class Metrics:
         labels: Sequence[str] = (),
         buckets: Sequence[float] | None = None,
     ) -> Histogram:
-        full = self._name(name)
-        found = self._get(full, _Histogram)
-        if found is not None:
-            return found  # type: ignore[return-value]
-        names = self._labels(full, labels)
         raw = self.default_buckets if buckets is None else tuple(buckets)
         for b in raw:
             if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b):
                 raise ValueError(
-                    f"metric {full!r}: bucket values must be finite numbers, got {b!r}"
+                    f"metric {self.prefix + name!r}: buckets must be finite numbers, got {b!r}"
                 )
-        bounds = sorted(set(float(b) for b in raw))
-        metric = self._pc.Histogram(full, help, names, registry=self.registry, buckets=bounds)
-        inst = self._instruments[full] = _Histogram(self, full, names, metric)
-        return inst
+        bounds = sorted({float(b) for b in raw})
+        return self._register(
+            _Histogram,
+            name,
+            help,
+            labels,
+            lambda full, names: self._pc.Histogram(
+                full, help, names, registry=self.registry, buckets=bounds
+            ),
+        )
 
     def _dropped(self, inst: _Instrument) -> None:
         if not inst._warned:

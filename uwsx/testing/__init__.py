@@ -17,8 +17,10 @@ from uwsx.testing.mock_platform import (
     SentCoalesced,
     Subscribed,
 )
+from uwsx.testing.proxy import BackendProxy
 
 __all__ = [
+    "BackendProxy",
     "Call",
     "CountingBackend",
     "Faults",

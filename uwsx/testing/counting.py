@@ -6,11 +6,10 @@ import asyncio
 import functools
 import inspect
 from collections import Counter
-from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from uwsx.ports.backend import PORT_NAMES, Backend, Capability, ServerFunctions
+from uwsx.ports.backend import Backend
+from uwsx.testing.proxy import BackendProxy
 
 __all__ = ["CountingBackend"]
 
@@ -73,22 +72,19 @@ class _CountingPort:
         return value
 
 
-class CountingBackend:
+class CountingBackend(BackendProxy):
     """Wraps a backend; ``counts["kv.map_put"]`` is the number of calls of that operation,
     :attr:`total` the number of port operations (each at most one round trip) and
     :attr:`round_trips` the number of event-loop ticks that issued any (what an auto-pipelining
     adapter sends as one round trip each), since :meth:`reset`."""
 
     def __init__(self, backend: Backend) -> None:
-        self.backend = backend
         self.counts: Counter[str] = Counter()
         self._ticks = _Ticks()
-        self._ports = {
-            name: None
-            if getattr(backend, name) is None
-            else _CountingPort(getattr(backend, name), name, self.counts, self._ticks)
-            for name in PORT_NAMES
-        }
+        super().__init__(backend)
+
+    def wrap_port(self, name: str, port: Any) -> Any:
+        return _CountingPort(port, name, self.counts, self._ticks)
 
     @property
     def total(self) -> int:
@@ -102,65 +98,3 @@ class CountingBackend:
         self.counts.clear()
         self._ticks.count = 0
         self._ticks.close()
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
-
-    @property
-    def url(self) -> str:
-        return self.backend.url
-
-    @property
-    def key_prefix(self) -> str:
-        return self.backend.key_prefix
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.backend.capabilities
-
-    @property
-    def info(self) -> Mapping[str, str]:
-        return self.backend.info
-
-    @property
-    def kv(self) -> Any:
-        return self._ports["kv"]
-
-    @property
-    def log(self) -> Any:
-        return self._ports["log"]
-
-    @property
-    def stream(self) -> Any:
-        return self._ports["stream"]
-
-    @property
-    def pubsub(self) -> Any:
-        return self._ports["pubsub"]
-
-    @property
-    def locks(self) -> Any:
-        return self._ports["locks"]
-
-    @property
-    def queue(self) -> Any:
-        return self._ports["queue"]
-
-    @property
-    def functions(self) -> ServerFunctions | None:
-        return self.backend.functions
-
-    async def close(self) -> None:
-        await self.backend.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

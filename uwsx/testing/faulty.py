@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from uwsx.errors import Unavailable
-from uwsx.ports.backend import PORT_NAMES, Backend, Capability, ServerFunctions
+from uwsx.ports.backend import Backend, Capability
+from uwsx.testing.proxy import BackendProxy
 
 __all__ = ["Call", "Faults", "FaultyBackend"]
 
@@ -128,7 +127,7 @@ class _Port:
         return call
 
 
-class FaultyBackend:
+class FaultyBackend(BackendProxy):
     """A backend proxy recording calls and injecting failures (see the module docstring).
 
     :param capabilities: replaces the wrapped backend's capabilities when given.
@@ -137,74 +136,8 @@ class FaultyBackend:
     def __init__(
         self, backend: Backend, *, capabilities: frozenset[Capability] | None = None
     ) -> None:
-        self.backend = backend
         self.faults = Faults()
-        self._caps = capabilities
-        self._ports = {
-            name: None
-            if getattr(backend, name) is None
-            else _Port(getattr(backend, name), name, self.faults)
-            for name in PORT_NAMES
-        }
+        super().__init__(backend, capabilities=capabilities)
 
-    @property
-    def name(self) -> str:
-        return self.backend.name
-
-    @property
-    def url(self) -> str:
-        return self.backend.url
-
-    @property
-    def key_prefix(self) -> str:
-        return self.backend.key_prefix
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.backend.capabilities if self._caps is None else self._caps
-
-    @property
-    def info(self) -> Mapping[str, str]:
-        return self.backend.info
-
-    @property
-    def kv(self) -> Any:
-        return self._ports["kv"]
-
-    @property
-    def log(self) -> Any:
-        return self._ports["log"]
-
-    @property
-    def stream(self) -> Any:
-        return self._ports["stream"]
-
-    @property
-    def pubsub(self) -> Any:
-        return self._ports["pubsub"]
-
-    @property
-    def locks(self) -> Any:
-        return self._ports["locks"]
-
-    @property
-    def queue(self) -> Any:
-        return self._ports["queue"]
-
-    @property
-    def functions(self) -> ServerFunctions | None:
-        return self.backend.functions
-
-    async def close(self) -> None:
-        await self.backend.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    def wrap_port(self, name: str, port: Any) -> Any:
+        return _Port(port, name, self.faults)
