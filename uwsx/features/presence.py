@@ -4,9 +4,21 @@ instances, streamed to clients as coalesced diffs.
 Storage: one KV map per topic, ``presence:topic:<topic>``, with one field per (user, instance)
 whose deadline is ``ttl`` (see :mod:`uwsx.features.presence_data`). Each instance re-puts its
 own fields every ``heartbeat``. Joining and leaving are single atomic map operations that also
-count the user's other holders, so exactly one instance announces a user's first join and
-exactly one announces the leave when the last holder goes, even when two instances leave the
-same user at once.
+count the user's other holders, so exactly one instance counts a user's first join, and exactly
+one announces the leave when the last holder goes, even when two instances leave the same user
+at once.
+
+Round trips (on an adapter that pipelines one event-loop tick's operations): a user's first
+local tab is one, because its write, its snapshot read and its join event are issued together
+(the snapshot, pipelined after the write, observes it; on an adapter that reorders, the write
+is confirmed first and the snapshot read again). So the event leaves before the write's verdict:
+every instance gaining a first local tab of the user announces it, and receivers drop a join
+for a user they already show with equal data, so clients still get one join diff; a join whose
+write fails withdraws its event (a leave, unless another holder remains or someone else
+announced the leave). A leave is one removal, followed by the one leave event only when it
+removed the last holder (the event has to wait for that verdict); a leave-all or a mass
+disconnect issues all its removals in one pipeline and all its events in one publish. A
+heartbeat (refreshes and reconciling reads) is one.
 
 Guarantee: clients of ``__presence:<topic>`` receive one ``presence_state`` on join/sync and
 then ``presence_diff`` frames that converge on the topic's stored membership. A user whose
@@ -17,8 +29,9 @@ id, so two instances' anonymous users never merge (the original's ``__conn:N`` c
 
 Invariants (Checked by: ``uwsx_sim`` presence checker):
 
-* PR-1 no phantom: a user a client is shown as present had a live holder at some point after
-  the client's last update for that user.
+* PR-1 no phantom: a user a client is shown as present had a live holder, or a join in
+  progress, at some point after the client's last update for that user (a join's event leaves
+  with its write; a join that fails withdraws it, else the next heartbeat read does).
 * PR-2 no resurrection: once a client was told a user left, it is not told the user joined
   again unless some instance joined (or still held) that user after the leave.
 * PR-3 convergence: within ``ttl + heartbeat`` plus clock skew after membership stops changing,
@@ -43,11 +56,13 @@ from uwsx.features.presence_core import (
     MAX_PRESENCE_CONNECTIONS,
     MAX_PRESENCE_TOPICS,
     STATE_PREFIX,
+    JoinStep,
     PresenceCore,
     alive,
 )
 from uwsx.features.presence_data import Select, UserData, decode_topic_map
 from uwsx.features.presence_hooks import PresenceBackground, PresenceHooks
+from uwsx.features.presence_leave import Removal, Restore
 from uwsx.features.presence_store import TOPIC_KEY_PREFIX
 from uwsx.metrics import NULL_METRICS, MetricsLike
 from uwsx.platform import Connection, Platform
@@ -149,8 +164,11 @@ class Presence(PresenceCore):
     async def join(self, conn: Connection, topic: str, platform: Platform) -> None:
         """Add ``conn`` to ``topic``'s presence (``__`` topics and repeated joins are no-ops).
 
+        A user's first local tab costs one round trip on a pipelining adapter (write, snapshot
+        and event issued together), plus one subscribe for a topic new to this instance.
         Every step is undone when a later one fails (local state, the stored entry, the
-        subscription); a connection found closed midway is rolled back silently.
+        announcement, the subscription); a connection found closed midway is rolled back
+        silently.
 
         :raises CircuitBrokenError: the breaker is open (nothing changed).
         :raises RuntimeError: beyond the local connection/topic caps.
@@ -175,47 +193,45 @@ class Presence(PresenceCore):
         prev = state.held.get(key)
         self._joined.setdefault(conn, {})[topic] = key
         state.conns.setdefault(key, {})[conn] = data
-        wrote, updated, is_new = False, False, False
+        step = JoinStep(data)
         fresh: tuple[Any, float] | None = None
+        is_new = False
         try:
             await self._channels.want(topic)
             if self._staged(conn, topic, key) and not alive(conn):
-                await self._undo(conn, topic, key, prev, wrote=False, updated=False)
+                await self._undo(conn, topic, key, prev, step)
                 return
             if self._staged(conn, topic, key):
                 if prev_count == 0:
                     fresh = (data, self._clock.wall())
-                    wrote = True
-                    is_new = await self._store.put(topic, key, *fresh) == 0
+                    is_new = await self._write(topic, key, fresh, "join", step) == 0
                 elif prev is not None and prev[0] != data:
-                    wrote = updated = True
+                    step.updated = True
                     state.held[key] = (data, self._clock.wall())
-                    await self._store.put(topic, key, *state.held[key])
+                    await self._write(topic, key, state.held[key], "updated", step)
                     self._emit(platform, topic, key, "join", data)
-                    await self._channels.publish(topic, "updated", key, data)
-                await self._read(topic, self._store.writes)
+                else:
+                    await self._read(topic, self._store.writes)
         except BaseException:
-            await self._undo(conn, topic, key, prev, wrote=wrote, updated=updated)
+            await self._undo(conn, topic, key, prev, step)
             raise
         if not self._staged(conn, topic, key):
             # Left while joining: its leave cleaned local state; drop what this call wrote.
-            if wrote and key not in state.conns:
-                await self._compensate(topic, key)
+            if step.wrote and key not in state.conns:
+                await self._compensate(topic, key, step)
             return
         try:
             conn.subscribe(STATE_PREFIX + topic)
         except Exception:
-            await self._undo(conn, topic, key, prev, wrote=wrote, updated=updated)
+            await self._undo(conn, topic, key, prev, step)
             return
         if fresh is not None:
             state.held[key] = fresh
         if is_new:
             self._m_joins.inc(topic=self._map_topic(topic))
-        if is_new or key not in state.view:
+        if not state.shows(key, data):
             self._emit(platform, topic, key, "join", data)
         platform.send(conn, STATE_PREFIX + topic, "presence_state", dict(state.view))
-        if is_new:
-            await self._channels.publish(topic, "join", key, data)
 
     # -- sync ----------------------------------------------------------------------------
     async def sync(self, conn: Connection, topic: str, platform: Platform) -> None:
@@ -245,6 +261,10 @@ class Presence(PresenceCore):
 
     async def unobserve(self, conn: Connection, topic: str) -> None:
         """Stop ``conn`` observing ``topic`` (``hooks.unsubscribe`` of ``__presence:X``)."""
+        self._unobserve(conn, topic)
+        await self._release(topic)
+
+    def _unobserve(self, conn: Connection, topic: str) -> None:
         observed = self._observing.get(conn)
         if observed is not None:
             observed.discard(topic)
@@ -253,12 +273,14 @@ class Presence(PresenceCore):
         state = self._topics.get(topic)
         if state is not None:
             state.observers.discard(conn)
-        await self._release(topic)
 
     # -- leave ---------------------------------------------------------------------------
     async def leave(self, conn: Connection, platform: Platform, topic: str | None = None) -> None:
         """Remove ``conn`` from ``topic`` (every joined and observed topic when None).
 
+        All storage work of one call (the removals, restores of a remaining tab's data) and
+        the unsubscribe of emptied channels go out in one tick, then every resulting event
+        in one publish: a leave-all is two round trips whatever the number of topics.
         Never raises for backend reasons: while the breaker is open no storage call is made
         and no leave is announced (the entry expires within ``ttl``, and every instance's
         heartbeat then announces the leave).
@@ -266,18 +288,15 @@ class Presence(PresenceCore):
         joined = self._joined.get(conn, {})
         observed = self._observing.get(conn, set())
         topics = list(dict.fromkeys([*joined, *observed])) if topic is None else [topic]
-        removes: list[tuple[str, str, Any]] = []
-        restores: list[tuple[str, str, Any, tuple[Any, float]]] = []
+        removes: list[Removal] = []
+        restores: list[Restore] = []
         for name in topics:
             key = joined.get(name)
             state = self._topics.get(name)
             if key is not None:
                 data = state.conns.get(key, {}).get(conn) if state is not None else None
                 self._unstage(conn, name, key)
-                try:
-                    conn.unsubscribe(STATE_PREFIX + name)
-                except Exception:
-                    pass
+                _unsubscribe(conn, STATE_PREFIX + name)
                 if state is not None and key not in state.conns:
                     held = state.held.pop(key, None)
                     removes.append((name, key, held[0] if held is not None else data))
@@ -285,19 +304,12 @@ class Presence(PresenceCore):
                     remaining = list(state.conns[key].values())[-1]
                     held = state.held.get(key)
                     if held is not None and held[0] != remaining:
+                        state.held[key] = (remaining, self._clock.wall())
                         restores.append((name, key, remaining, held))
             if name in observed:
-                await self.unobserve(conn, name)
-                try:
-                    conn.unsubscribe(STATE_PREFIX + name)
-                except Exception:
-                    pass
-        for name, key, data, prev in restores:
-            await self._restore(platform, name, key, data, prev)
-        for name in topics:
-            await self._release(name)
-        if removes:
-            await self._remove_all(platform, removes)
+                self._unobserve(conn, name)
+                _unsubscribe(conn, STATE_PREFIX + name)
+        await self._finish_leave(platform, topics, removes, restores)
 
     # -- queries -------------------------------------------------------------------------
     async def list(self, topic: str) -> list[Any]:

@@ -3,25 +3,26 @@
 :class:`PresenceCore` owns everything the public methods share: which connections joined or
 observe which topics, each topic's :class:`~uwsx.features.presence_diff.TopicState`, the diff
 buffer, the storage adapter and the event channels; and the steps that are not public API
-(emitting diffs, reading and reconciling a topic, rolling back a failed join, announcing
-leaves, applying remote events). See :mod:`uwsx.features.presence` for the guarantee.
+(emitting diffs, reading and reconciling a topic, the join's one-tick write, rolling back a
+failed join, finishing leaves, applying remote events). See :mod:`uwsx.features.presence` for
+the guarantee.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uwsx import _runtime
-from uwsx.errors import CircuitBrokenError
 from uwsx.features.presence_data import UserData, decode_topic_map
 from uwsx.features.presence_diff import DiffBuffer, Op, TopicState
-from uwsx.features.presence_events import EventChannels, Inbound
+from uwsx.features.presence_events import EventChannels, Inbound, Outbound
+from uwsx.features.presence_leave import Removal, Restore, finish_leave
 from uwsx.features.presence_store import PresenceStore
 from uwsx.metrics import MetricsLike
 from uwsx.platform import Connection, Platform
-from uwsx.ports.kv import KV, MapRemoval
+from uwsx.ports.kv import KV
 from uwsx.ports.pubsub import LossWindow, PubSub
 from uwsx.reliability.breaker import CircuitBreaker
 
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_PRESENCE_CONNECTIONS",
     "MAX_PRESENCE_TOPICS",
     "STATE_PREFIX",
+    "JoinStep",
     "PresenceCore",
     "alive",
 ]
@@ -41,6 +43,17 @@ log = logging.getLogger("uwsx.presence")
 MAX_PRESENCE_CONNECTIONS = 10_000_000
 MAX_PRESENCE_TOPICS = 10_000_000
 STATE_PREFIX = "__presence:"
+
+
+@dataclass(slots=True)
+class JoinStep:
+    """How far a join got: ``wrote`` (its write and its event were issued), ``applied`` (the
+    write is known to have applied), ``updated`` (it replaced a held user's data)."""
+
+    data: Any
+    wrote: bool = False
+    applied: bool = False
+    updated: bool = False
 
 
 class PresenceCore:
@@ -82,6 +95,7 @@ class PresenceCore:
         self._anonymous: dict[Connection, str] = {}
         self._anon_serial = 0
         self._ops = 0
+        self._issued = 0
         self._stale_total = 0
         #: The platform of the latest join or sync: where remote events are published.
         self.platform: Platform | None = None
@@ -114,6 +128,11 @@ class PresenceCore:
             anon = self._anonymous[conn] = f"__conn:{self.instance_id}:{self._anon_serial}"
         return anon
 
+    def _issue(self) -> int:
+        """A serial ordering issued storage writes (removals against later re-joins)."""
+        self._issued += 1
+        return self._issued
+
     def _emit(self, platform: Platform, topic: str, key: str, op: Op, data: Any) -> None:
         """Buffer a diff for local clients and record it in the topic's view (a topic whose
         local audience just left still gets the frame, as in the original)."""
@@ -131,11 +150,15 @@ class PresenceCore:
             state = self._topics[topic] = TopicState()
         return state
 
-    async def _release(self, topic: str) -> None:
+    def _drop_idle(self, topic: str) -> bool:
+        """Forget ``topic`` if nothing local uses it; True when its channel may go."""
         state = self._topics.get(topic)
         if state is not None and not state.has_audience:
             del self._topics[topic]
-        if topic not in self._topics:
+        return topic not in self._topics
+
+    async def _release(self, topic: str) -> None:
+        if self._drop_idle(topic):
             await self._channels.release(topic)
 
     # -- reading and reconciling -------------------------------------------------------
@@ -154,7 +177,12 @@ class PresenceCore:
         finally:
             if state is not None:
                 state.reading -= 1
-        if state is None or self._topics.get(topic) is not state:
+        if state is not None:
+            self._absorb(topic, state, items, mark)
+
+    def _absorb(self, topic: str, state: TopicState, items: dict[str, str], mark: int) -> None:
+        """Turn a snapshot read after operation ``mark`` into diffs."""
+        if self._topics.get(topic) is not state:
             return
         platform = self.platform
         for key, op, data in state.absorb(decode_topic_map(items), mark):
@@ -165,6 +193,37 @@ class PresenceCore:
                 self._emit(platform, topic, key, op, data)
         if not state.reading:
             state.touched.clear()
+
+    # -- joining -------------------------------------------------------------------------
+    async def _write(
+        self, topic: str, key: str, entry: tuple[Any, float], event: str, step: JoinStep
+    ) -> int:
+        """Store ``entry``, read the topic's snapshot and announce ``event`` to the other
+        instances, issued in one tick (one round trip on a pipelining adapter); absorb the
+        snapshot and return the user's other holders.
+
+        The event goes out before the write's result is known: receivers ignore a join for a
+        user they already show with equal data, and a write that fails is compensated
+        (:meth:`_undo`).
+        """
+        state = self._state(topic)
+        async with self._store.ordered(topic, key):
+            self._store.guard()
+            step.wrote = True
+            state.put_at[key] = self._issue()
+            mark = self._ops
+            state.reading += 1
+            try:
+                announce = self._channels.publish(topic, event, key, entry[0])
+                result = await self._store.put_and_read(topic, key, *entry, announce)
+            finally:
+                state.reading -= 1
+        step.applied = result.others is not None
+        if result.error is not None:
+            raise result.error
+        self._absorb(topic, state, result.items, mark)
+        assert result.others is not None
+        return result.others
 
     def _staged(self, conn: Connection, topic: str, key: str) -> bool:
         state = self._topics.get(topic)
@@ -196,86 +255,64 @@ class PresenceCore:
         topic: str,
         key: str,
         prev: tuple[Any, float] | None,
-        *,
-        wrote: bool,
-        updated: bool,
+        step: JoinStep,
     ) -> None:
-        """Revert a failed join; storage compensation is best effort, even with the breaker
-        open (the entries expire within ``ttl`` otherwise)."""
+        """Revert a failed join, its stored entry and its announcement; storage compensation
+        is best effort, even with the breaker open (entries expire within ``ttl`` otherwise)."""
         self._unstage(conn, topic, key)
         state = self._topics.get(topic)
-        if state is not None and updated and prev is not None:
+        events: list[Outbound] = []
+        if state is not None and step.updated and prev is not None:
             state.held[key] = prev
             if self.platform is not None:
                 self._emit(self.platform, topic, key, "join", prev[0])
-        if wrote and state is not None:
-            others = state.conns.get(key)
-            if others:
-                held = state.held.get(key) or (list(others.values())[-1], self._clock.wall())
-                try:
+            if step.wrote:
+                events.append((topic, "updated", key, prev[0]))
+        others = state.conns.get(key) if state is not None else None
+        if step.wrote and state is not None and others:
+            held = state.held.get(key) or (list(others.values())[-1], self._clock.wall())
+            try:
+                async with self._store.ordered(topic, key):
                     await self._store.put(topic, key, *held, guard=False)
-                except Exception as exc:
-                    log.warning("presence: restoring %r after a failed join failed: %s", key, exc)
-            else:
-                await self._compensate(topic, key)
+            except Exception as exc:
+                log.warning("presence: restoring %r after a failed join failed: %s", key, exc)
+            if not step.updated:
+                events.append((topic, "updated", key, held[0]))
+        elif step.wrote:
+            await self._compensate(topic, key, step)
+        await self._channels.publish_many(events)
         await self._release(topic)
 
-    async def _compensate(self, topic: str, key: str) -> None:
+    async def _compensate(self, topic: str, key: str, step: JoinStep) -> None:
+        """Remove what a join wrote, and withdraw its announcement unless someone else
+        announced the leave (exactly one leave event per "last holder gone")."""
         try:
-            removal = await self._store.remove(topic, key)
+            async with self._store.ordered(topic, key):
+                removal = await self._store.remove(topic, key)
         except Exception as exc:
             log.warning("presence: removing %r after a failed join failed: %s", key, exc)
             return
         state = self._topics.get(topic)
         if removal.gone and state is not None and key in state.view and self.platform:
             self._emit(self.platform, topic, key, "leave", state.view[key])
+        # Not removed by us and nobody left: the write never applied (else whoever removed
+        # it saw "gone" and announced the leave).
+        never_applied = not removal.removed and not removal.remaining and not step.applied
+        if removal.gone or never_applied:
+            await self._channels.publish(topic, "leave", key, step.data)
 
-    async def _restore(
-        self, platform: Platform, topic: str, key: str, data: Any, prev: tuple[Any, float]
+    # -- leaving -------------------------------------------------------------------------
+    async def _finish_leave(
+        self,
+        platform: Platform,
+        topics: list[str],
+        removes: list[Removal],
+        restores: list[Restore],
     ) -> None:
-        """Another local tab of the user remains with other data: store and announce it."""
-        state = self._topics.get(topic)
-        if state is None:
-            return
-        state.held[key] = (data, self._clock.wall())
-        try:
-            async with self._store.lock:
-                await self._store.put(topic, key, *state.held[key])
-        except Exception as exc:
-            log.debug("presence: restoring %r failed: %s", key, exc)
-            if state.held.get(key) is not None:
-                state.held[key] = prev
-            return
-        self._emit(platform, topic, key, "join", data)
-        await self._channels.publish(topic, "updated", key, data)
-
-    async def _remove_all(self, platform: Platform, removes: list[tuple[str, str, Any]]) -> None:
-        breaker = self._breaker
-        if breaker is not None:
-            try:
-                breaker.guard()
-            except CircuitBrokenError:
-                return
-        async with self._store.lock:
-            results = await asyncio.gather(
-                *(self._store.remove(t, k) for t, k, _ in removes), return_exceptions=True
-            )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if breaker is not None:
-            if failures:
-                breaker.failure(failures[0])
-            else:
-                breaker.success()
-        relays = []
-        for (name, key, data), result in zip(removes, results, strict=True):
-            if isinstance(result, MapRemoval) and result.gone:
-                self._m_leaves.inc(topic=self._map_topic(name))
-                self._emit(platform, name, key, "leave", data)
-                relays.append(self._channels.publish(name, "leave", key, data))
-        await asyncio.gather(*relays)
+        await finish_leave(self, platform, topics, removes, restores)
 
     # -- remote events -----------------------------------------------------------------
-    def _on_event(self, event: Inbound) -> None:
+    def _on_event(self, sender: str, event: Inbound) -> None:
         topic, name, key, data = event
         state = self._topics.get(topic)
         platform = self.platform
@@ -284,9 +321,20 @@ class PresenceCore:
         if name == "leave":
             if key in state.held:
                 return  # we still hold this user: a stale or forged leave
+            if state.joined_by.pop(key, sender) != sender:
+                # Another instance announced this user last: its join may have overtaken
+                # this leave on the way (joins are announced with the write, leaves after).
+                self._background.verify_soon(topic)
             self._emit(platform, topic, key, "leave", data)
-        else:
-            self._emit(platform, topic, key, "join", data)
+            return
+        state.joined_by[key] = sender
+        if state.shows(key, data):
+            # Joins are announced before the write's outcome is known, by every instance
+            # that gains a first local tab of the user: one already shown is no news.
+            self._ops += 1
+            state.touch(key, self._ops)
+            return
+        self._emit(platform, topic, key, "join", data)
 
     def _on_loss(self, window: LossWindow) -> None:
         log.warning("presence: event subscription was down; reconciling every topic")

@@ -47,6 +47,10 @@ class TopicState:
     ready: bool = False
     touched: dict[str, int] = field(default_factory=dict)
     reading: int = 0
+    #: user key -> instance id of the latest remote join/update event for it.
+    joined_by: dict[str, str] = field(default_factory=dict)
+    #: user key -> serial of the latest storage write a local join issued for it.
+    put_at: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_audience(self) -> bool:
@@ -79,13 +83,22 @@ class TopicState:
                 out.append((key, "leave", data))
         return out
 
-    def apply(self, key: str, op: Op, data: Any, serial: int) -> None:
+    def touch(self, key: str, serial: int) -> None:
+        """Record that ``key`` was decided at ``serial``: reads in flight ignore it."""
         if self.reading:
             self.touched[key] = serial
+
+    def shows(self, key: str, data: Any) -> bool:
+        """The view already shows ``key`` with ``data``."""
+        return key in self.view and self.view[key] == data
+
+    def apply(self, key: str, op: Op, data: Any, serial: int) -> None:
+        self.touch(key, serial)
         if op == "join":
             self.view[key] = data
         else:
             self.view.pop(key, None)
+            self.joined_by.pop(key, None)
 
 
 class DiffBuffer:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from uwsx.features._envelope import DEFAULT_MAX_ENVELOPE_BYTES, EnvelopeValidator
@@ -21,7 +21,7 @@ from uwsx.features._json import dumps, loads
 from uwsx.ports.pubsub import LossHandler, PubSub, Subscription
 from uwsx.reliability.breaker import CircuitBreaker, with_breaker
 
-__all__ = ["EVENTS_PREFIX", "EventChannels", "Inbound", "parse_event"]
+__all__ = ["EVENTS_PREFIX", "EventChannels", "Inbound", "Outbound", "parse_event"]
 
 log = logging.getLogger("uwsx.presence")
 
@@ -30,6 +30,8 @@ _EVENTS = frozenset({"join", "leave", "updated"})
 
 #: ``(topic, event, user key, data)`` of a valid inbound event.
 Inbound = tuple[str, str, str, Any]
+#: ``(topic, event, user key, data)`` of an event to announce.
+Outbound = tuple[str, str, str, Any]
 
 
 def parse_event(channel: str, raw: str, validator: EnvelopeValidator) -> tuple[str, Inbound] | None:
@@ -55,6 +57,45 @@ def parse_event(channel: str, raw: str, validator: EnvelopeValidator) -> tuple[s
     return envelope["instanceId"], (topic, event, key, payload.get("data"))
 
 
+class _Batches:
+    """Requests that arrive while a batch is pending join it: one ``run`` per batch, under
+    ``lock``, and every request of the batch finishes with it in the same tick (a mass
+    disconnect's thousand unsubscribes are two calls, not a thousand turns of the lock)."""
+
+    def __init__(self, lock: asyncio.Lock, run: Callable[[set[str]], Awaitable[None]]) -> None:
+        self._lock = lock
+        self._run = run
+        self._pending: set[str] = set()
+        #: resolves when the pending batch was run (True: it was not, submit again)
+        self._done: asyncio.Future[bool] | None = None
+
+    async def submit(self, items: list[str]) -> None:
+        """Run ``items`` in a batch; raises what that batch's run raised."""
+        while True:
+            self._pending.update(items)
+            done = self._done
+            if done is not None:
+                if not await asyncio.shield(done):
+                    return
+                continue
+            done = self._done = asyncio.get_running_loop().create_future()
+            try:
+                async with self._lock:
+                    batch, self._pending, self._done = self._pending, set(), None
+                    await self._run(batch)
+            except asyncio.CancelledError:
+                if self._done is done:
+                    self._done = None
+                done.set_result(True)  # the others submit again
+                raise
+            except BaseException as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved: only the waiters re-raise it
+                raise
+            done.set_result(False)
+            return
+
+
 class EventChannels:
     """The event-channel subscription of one presence object."""
 
@@ -64,7 +105,7 @@ class EventChannels:
         *,
         instance_id: str,
         wanted: Callable[[str], bool],
-        on_event: Callable[[Inbound], None],
+        on_event: Callable[[str, Inbound], None],
         on_loss: LossHandler,
         breaker: CircuitBreaker | None,
         max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES,
@@ -79,6 +120,8 @@ class EventChannels:
         self._lock = asyncio.Lock()
         self._subscription: Subscription | None = None
         self._channels: set[str] = set()
+        self._subscribes = _Batches(self._lock, self._subscribe)
+        self._unsubscribes = _Batches(self._lock, self._unsubscribe)
         self.rejected = 0
 
     @staticmethod
@@ -86,36 +129,50 @@ class EventChannels:
         return EVENTS_PREFIX + topic
 
     async def want(self, topic: str) -> None:
-        """Make sure ``topic``'s channel is subscribed (raises when it cannot be)."""
-        channel = self.channel(topic)
-        if channel in self._channels:
+        """Make sure ``topic``'s channel is subscribed (raises when it cannot be). Topics
+        wanted while a subscribe is pending or in flight go out together in the next one."""
+        if self.channel(topic) not in self._channels:
+            await self._subscribes.submit([topic])
+
+    async def _subscribe(self, topics: set[str]) -> None:
+        batch = [self.channel(t) for t in topics if self._wanted(t)]
+        batch = [c for c in batch if c not in self._channels]
+        if not batch:
             return
-        async with self._lock:
-            if channel in self._channels or not self._wanted(topic):
-                return
-            if self._subscription is None:
-                self._subscription = await with_breaker(
-                    self._breaker,
-                    lambda: self._pubsub.subscribe([], self._handle, on_loss=self._on_loss),
-                )
-            subscription = self._subscription
-            await with_breaker(self._breaker, lambda: subscription.add([channel]))
-            self._channels.add(channel)
+        if self._subscription is None:
+            self._subscription = await with_breaker(
+                self._breaker,
+                lambda: self._pubsub.subscribe([], self._handle, on_loss=self._on_loss),
+            )
+        subscription = self._subscription
+        await with_breaker(self._breaker, lambda: subscription.add(batch))
+        self._channels.update(batch)
 
     async def release(self, topic: str) -> None:
         """Unsubscribe ``topic``'s channel unless it is wanted again (errors are logged)."""
-        channel = self.channel(topic)
-        if channel not in self._channels:
+        await self.release_many([topic])
+
+    async def release_many(self, topics: Iterable[str]) -> None:
+        """Unsubscribe the channels of ``topics`` that are not wanted again, in one call
+        shared with every release requested while another one is pending or in flight."""
+        pending = [t for t in topics if self.channel(t) in self._channels]
+        if pending:
+            await self._unsubscribes.submit(pending)
+
+    async def _unsubscribe(self, topics: set[str]) -> None:
+        channels = [
+            self.channel(t)
+            for t in topics
+            if self.channel(t) in self._channels and not self._wanted(t)
+        ]
+        if not channels or self._subscription is None:
             return
-        async with self._lock:
-            if channel not in self._channels or self._wanted(topic) or self._subscription is None:
-                return
-            try:
-                await self._subscription.remove([channel])
-            except Exception as exc:
-                log.warning("presence: unsubscribing %r failed: %s", channel, exc)
-                return
-            self._channels.discard(channel)
+        try:
+            await self._subscription.remove(channels)
+        except Exception as exc:
+            log.warning("presence: unsubscribing %d channels failed: %s", len(channels), exc)
+            return
+        self._channels.difference_update(channels)
 
     async def release_all(self) -> None:
         """Drop every channel but keep the subscription (``Presence.clear``)."""
@@ -127,8 +184,8 @@ class EventChannels:
                 except Exception as exc:
                     log.warning("presence: unsubscribing failed: %s", exc)
 
-    async def publish(self, topic: str, event: str, key: str, data: Any) -> None:
-        envelope = dumps(
+    def _envelope(self, topic: str, event: str, key: str, data: Any) -> str:
+        return dumps(
             {
                 "instanceId": self._instance_id,
                 "topic": topic,
@@ -136,10 +193,27 @@ class EventChannels:
                 "payload": {"key": key, "data": data},
             }
         )
+
+    async def publish(self, topic: str, event: str, key: str, data: Any) -> None:
+        """Announce one event; failures are logged (receivers repair by reconciling)."""
+        envelope = self._envelope(topic, event, key, data)
         try:
             await self._pubsub.publish(self.channel(topic), envelope)
         except Exception as exc:
             log.warning("presence: relaying %s of %r failed: %s", event, topic, exc)
+
+    async def publish_many(self, events: Sequence[Outbound]) -> None:
+        """Announce several events in one port call (one round trip); failures are logged."""
+        if len(events) == 1:
+            await self.publish(*events[0])
+            return
+        if not events:
+            return
+        messages = [(self.channel(t), self._envelope(t, e, k, d)) for t, e, k, d in events]
+        try:
+            await self._pubsub.publish_many(messages)
+        except Exception as exc:
+            log.warning("presence: relaying %d events failed: %s", len(events), exc)
 
     def _handle(self, channel: str, raw: str) -> None:
         parsed = parse_event(channel, raw, self._validator)
@@ -150,7 +224,7 @@ class EventChannels:
         if sender == self._instance_id:
             return
         try:
-            self._on_event(event)
+            self._on_event(sender, event)
         except Exception:
             log.exception("presence: handling a remote event failed")
 

@@ -3,12 +3,13 @@
 The heartbeat (every ``heartbeat`` seconds, runtime clock):
 
 1. probes every local connection with ``buffered_amount()``; those that raise are dead and
-   get a full ``leave`` (zombie cleanup);
+   get a full ``leave``, all at once (zombie cleanup);
 2. sets ``presence_total_online{topic}``;
 3. unless the breaker is unhealthy: re-puts this instance's fields of every topic with a fresh
    deadline (one ``map_put_many`` per topic), publishes ``heartbeat`` (the local keys) on
    ``__presence:<topic>``, and re-reads every topic with a local audience to reconcile the
-   clients' view with storage (leave diffs for users whose holders crashed);
+   clients' view with storage (leave diffs for users whose holders crashed); the refreshes
+   and the reads are issued in one tick, so a heartbeat is one round trip;
 4. records its duration.
 
 With ``keyspace_notifications`` the expiry of a whole topic map (nobody refreshed it for
@@ -22,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from uwsx._runtime import Runtime
+from uwsx.features.presence_core import alive
 from uwsx.metrics import MetricsLike
 from uwsx.platform import Connection, Platform
 from uwsx.ports.pubsub import PubSub, Subscription
@@ -110,30 +112,33 @@ class PresenceBackground:
         platform = p.platform
         if platform is not None:
             conns = [*p._joined, *(c for c in p._observing if c not in p._joined)]
-            for conn in conns:
-                try:
-                    conn.buffered_amount()
-                except Exception:
-                    await p.leave(conn, platform)
+            dead = [conn for conn in conns if not alive(conn)]
+            await asyncio.gather(*(p.leave(conn, platform) for conn in dead))
         for topic, state in p._topics.items():
             self._m_online.set(len(state.held), topic=self._map_topic(topic))
         breaker = p._breaker
         if breaker is None or breaker.is_healthy:
-            store = p._store
-            async with store.lock:
-                held = {t: dict(s.held) for t, s in p._topics.items() if s.held}
-                results = await asyncio.gather(
-                    *(store.refresh(t, h) for t, h in held.items()), return_exceptions=True
-                )
-            for topic, result in zip(held, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.warning("presence: refreshing %r failed: %s", topic, result)
-            if platform is not None:
-                for topic, entries in held.items():
-                    platform.publish(_STATE + topic, "heartbeat", list(entries))
-            await self.reconcile()
+            # Refreshes and reads are issued in the same tick: one round trip.
+            await asyncio.gather(self._refresh(platform), self.reconcile())
         self.latency = self._clock.monotonic() - started
         self._m_latency.set(self.latency * 1000)
+
+    async def _refresh(self, platform: Platform | None) -> None:
+        """Re-put every local entry (exclusive with leaves and joins, so it never re-creates
+        a removed field nor reverts restored data), then publish the local keys."""
+        p = self._presence
+        store = p._store
+        async with store.gate.exclusive():
+            held = {t: dict(s.held) for t, s in p._topics.items() if s.held}
+            results = await asyncio.gather(
+                *(store.refresh(t, h) for t, h in held.items()), return_exceptions=True
+            )
+        for topic, result in zip(held, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("presence: refreshing %r failed: %s", topic, result)
+        if platform is not None:
+            for topic, entries in held.items():
+                platform.publish(_STATE + topic, "heartbeat", list(entries))
 
     async def reconcile(self) -> None:
         """Re-read every topic with a local audience and emit the differences."""
@@ -151,6 +156,22 @@ class PresenceBackground:
             self.tasks.spawn(self.reconcile(), name="uwsx-presence-reconcile")
         except RuntimeError:
             return  # closed
+
+    def verify_soon(self, topic: str) -> None:
+        """Re-read one topic soon (a leave may have overtaken another instance's join)."""
+        try:
+            self.tasks.spawn(self._verify(topic), name="uwsx-presence-verify")
+        except RuntimeError:
+            return  # closed
+
+    async def _verify(self, topic: str) -> None:
+        p = self._presence
+        if topic not in p._topics:
+            return
+        try:
+            await p._read(topic, p._store.writes)
+        except Exception as exc:
+            log.debug("presence: verifying %r failed: %s", topic, exc)
 
     async def _subscribe_expired(self) -> None:
         try:

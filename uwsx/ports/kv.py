@@ -12,6 +12,12 @@ operation of another kind on it raises :class:`uwsx.errors.BackendError` (Redis 
 half-done, and it costs one round trip (adapters may coalesce the calls of one event-loop tick
 into one pipeline, which still counts as one round trip per tick).
 
+**Ordering** (every port). An adapter that coalesces one tick's operations sends them on one
+connection in issue order, so the server applies them in that order and a read issued after a
+write in the same tick observes it. Adapters that run operations on separate pooled connections
+(Postgres) give no order between operations in flight at once: callers that need it await the
+first.
+
 **Time.** TTLs are float seconds (``None`` = no expiry), measured on the *backend's* clock,
 with millisecond resolution. A TTL must be finite and > 0; anything else raises ``ValueError``
 before contacting the backend. An expired key or map field is indistinguishable from one that
