@@ -63,7 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help()
         return 2
-    status: int = run(args)
+    try:
+        status: int = run(args)
+    except BrokenPipeError:
+        # The reader went away (``uwsx sim list | head``): not an error worth a traceback.
+        sys.stderr.close()
+        return 0
     return status
 
 

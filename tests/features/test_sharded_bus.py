@@ -4,21 +4,24 @@ backend kind with a pubsub port and the ``sharded_pubsub`` capability.
 Adapted or skipped statements: §4.6.1-2 (Redis ``INFO`` version checks) become the capability
 check at construction and a failing subscribe at ``activate``; §4.6.23 (real aggregator) uses a
 fake ``subscribers_of`` object because the publish-rate aggregator is a separate feature.
+§4.6.19's last sentence deliberately differs: a shard channel shared by several topics no
+longer leaks the topics this instance does not follow (uwsx_sim SB-5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
 
 from tests.helpers import eventually, settle
-from uwsx.errors import CircuitBrokenError, UnsupportedBackendError
+from uwsx.errors import CircuitBrokenError, Indeterminate, UnsupportedBackendError
 from uwsx.features.sharded_bus import LocalSubject, ShardedBus
 from uwsx.metrics import Metrics
 from uwsx.platform import Message
 from uwsx.ports.backend import Backend, Capability
+from uwsx.ports.pubsub import Subscription
 from uwsx.reliability import CircuitBreaker
 from uwsx.testing import (
     FaultyBackend,
@@ -389,12 +392,44 @@ async def test_only_followed_topics_are_delivered(open_backend: Opener) -> None:
     await b.close()
 
 
-async def test_shard_channel_carries_sibling_topics(open_backend: Opener) -> None:
+async def test_shared_shard_channel_delivers_only_followed_topics(open_backend: Opener) -> None:
+    """uwsx_sim sharded-bus-partition seed 1 (SB-5): the receiver published every topic of the
+    channel, followed or not (seed spec §4.6.19 expected exactly that leak)."""
     a, pa, b, pb = await two(open_backend, shard_key=prefix_shard)
     await b.follow("chat:room2")
-    a.wrap(pa).publish("chat:room1", "msg", 1)
-    await eventually(lambda: len(pb.published) == 1)
-    assert pb.published[0].topic == "chat:room1"
+    w = a.wrap(pa)
+    w.publish("chat:room1", "msg", 1)
+    w.publish_batched([Message("chat:room1", "m", 2), Message("chat:room2", "m", 3)])
+    w.publish("chat:room2", "msg", 4)
+    await eventually(lambda: len(pb.published) == 2)
+    assert pb.published == [
+        Published("chat:room2", "m", 3, relay=False, batched=True),
+        Published("chat:room2", "msg", 4, relay=False),
+    ]
+    assert pb.published_batches == [[Message("chat:room2", "m", 3, relay=False)]]
+    await a.close()
+    await b.close()
+
+
+async def test_unfollowed_topic_on_a_still_subscribed_channel_is_dropped(
+    open_backend: Opener,
+) -> None:
+    """While an unsubscribe is in flight, or after it failed, the channel still delivers: the
+    topic's messages must not reach local subscribers any more."""
+    metrics = Metrics()
+    a, pa = await active(await open_backend())
+    faulty = FaultyBackend(await open_backend())
+    b, pb = await active(faulty, metrics=metrics)
+    await b.follow("t")
+    faulty.faults.fail("subscription.remove")
+    await b.unfollow("t")  # logged; the channel stays subscribed
+    assert b.subscribed_channels() == frozenset({"uws:sharded:t"})
+    a.wrap(pa).publish("t", "m", 1)
+    await eventually(
+        lambda: "sharded_pubsub_unfollowed_dropped_total 1.0" in metrics.serialize(),
+        what="the message to arrive and be dropped",
+    )
+    assert pb.published == []
     await a.close()
     await b.close()
 
@@ -536,7 +571,66 @@ async def test_metrics_count_relays_receipts_and_subscriptions(open_backend: Ope
     await b.close()
 
 
-# -- regressions: §4.5 / §23 B3, B4 ------------------------------------------------------------
+# -- regressions: §4.5 / §23 B3, B4, and uwsx_sim SB-1 ------------------------------------------
+
+
+class _LostRemoveReply:
+    """A subscription whose unsubscribe reaches the adapter (which forgets the channels at once,
+    as every adapter does) but whose reply is lost."""
+
+    def __init__(self, inner: Subscription) -> None:
+        self._inner = inner
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return self._inner.channels
+
+    @property
+    def healthy(self) -> bool:
+        return self._inner.healthy
+
+    async def add(self, channels: Iterable[str]) -> None:
+        await self._inner.add(channels)
+
+    async def remove(self, channels: Iterable[str]) -> None:
+        await self._inner.remove(channels)
+        raise Indeterminate("injected: the unsubscribe reply was lost")
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _LosingRemoveReplies(FaultyBackend):
+    @property
+    def pubsub(self) -> Any:
+        inner = super().pubsub
+
+        class PubSubProxy:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            async def subscribe(self, *args: Any, **kwargs: Any) -> Subscription:
+                return _LostRemoveReply(await inner.subscribe(*args, **kwargs))
+
+        return PubSubProxy()
+
+
+async def test_follow_after_a_failed_unsubscribe_subscribes_again(open_backend: Opener) -> None:
+    """uwsx_sim sharded-bus-partition seed 1 (SB-1, SB-4): the bus kept a channel whose
+    unsubscribe failed in its own subscribed set while the adapter had dropped it, so a later
+    follow never re-added it and the follower silently missed every message."""
+    a, pa = await active(await open_backend())
+    b, pb = await active(_LosingRemoveReplies(await open_backend()))
+    await b.follow("t")
+    await b.unfollow("t")
+    assert b.subscribed_channels() == frozenset()
+    await b.follow("t")
+    assert b.subscribed_channels() == frozenset({"uws:sharded:t"})
+    a.wrap(pa).publish("t", "m", 1)
+    await eventually(lambda: len(pb.published) == 1)
+    assert pb.published == [Published("t", "m", 1, relay=False)]
+    await a.close()
+    await b.close()
 
 
 async def test_follow_under_a_broken_breaker_is_not_forgotten(backend: Backend) -> None:

@@ -1,4 +1,4 @@
-"""Every shipped scenario passes a few seeds (those that demonstrate a known gap excepted)."""
+"""Every shipped scenario passes a few seeds."""
 
 from __future__ import annotations
 
@@ -9,13 +9,7 @@ import pytest
 from uwsx_sim.runner import explore, run_seed
 from uwsx_sim.scenario import Scenario, find_scenario, list_scenarios
 
-#: scenarios that exist to demonstrate a documented limitation (see docs/sim.md)
-KNOWN_GAPS = {
-    "groups-pause": "GR-1",
-    "sharded-bus-partition": "SB-5",
-}
-
-SCENARIOS = [s for s in list_scenarios() if s.name not in KNOWN_GAPS]
+SCENARIOS = list_scenarios()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -24,13 +18,6 @@ def test_scenario_passes(scenario: Scenario, seed: int) -> None:
     result = run_seed(scenario, seed)
     assert result.ok, [v for v in result.verdicts if not v.ok]
     assert result.backend_ops > 0
-
-
-@pytest.mark.parametrize("name", sorted(KNOWN_GAPS))
-def test_known_gap_is_still_demonstrated(name: str) -> None:
-    sc = next(s for s in list_scenarios() if s.name == name)
-    result = run_seed(sc, 1)
-    assert KNOWN_GAPS[name] in {v.invariant for v in result.failed}
 
 
 def test_under_exploring_batch_is_reported() -> None:

@@ -8,7 +8,11 @@ relayed to other instances over the channel ``cursor:events``.
 
 Guarantee: a local broadcast always happens (bulk frames included; the original dropped local
 bulk frames while the breaker was open); a position is relayed to other instances only after
-it was stored, and a ``remove`` is published only after the entry was deleted. Once a
+it was stored, and a ``remove`` is published only after the entry was deleted. Positions never
+go backwards on another instance: one ordered queue per cursor object stores and relays every
+broadcast (:mod:`~uwsx.features.cursor_writer`), and each write carries a version so that a
+receiver never shows data older than what it already showed, whether it comes from a relay or
+from a storage read (backfill, snapshot) answered late (:mod:`~uwsx.features.cursor_order`). Once a
 connection's cursor is removed (or its connection closed), nothing of it is written or relayed
 again: pending trailing broadcasts are cancelled, in-flight writes finish before the delete, and
 local state is dropped even when the backend is down (the entry then expires within ``ttl``).
@@ -18,8 +22,8 @@ subscription (re)connects, local clients are backfilled with other instances' li
 Invariants (Checked by: ``uwsx_sim`` cursor checker):
 
 * CU-1 no ghost: after ``remove``/close returns, no write or relay of that entry happens.
-* CU-2 ordering: another instance sees a connection's ``update`` frames in order and never an
-  ``update`` after its ``remove``.
+* CU-2 ordering: another instance sees a connection's positions in order (``update`` and
+  ``bulk`` frames, relayed or backfilled) and never one after its ``remove``.
 * CU-3 expiry: an entry not refreshed for ``ttl`` is absent from ``list`` and snapshots.
 
 Client topic ``__cursor:<topic>``: ``update {key, user, data}``, ``bulk [{key, user, data}]``,
@@ -32,15 +36,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
 from typing import Any
 
 from uwsx import _runtime
 from uwsx.connect import require
 from uwsx.features._envelope import DEFAULT_MAX_ENVELOPE_BYTES
 from uwsx.features._json import dumps
+from uwsx.features.cursor_hooks import TOPIC_PREFIX, CursorHooks
+from uwsx.features.cursor_order import RemoteVersions
 from uwsx.features.cursor_relay import CursorRelay
-from uwsx.features.cursor_state import ConnCursor, CursorEntry, CursorThrottle, decode_entries
+from uwsx.features.cursor_state import (
+    ConnCursor,
+    CursorEntry,
+    CursorThrottle,
+    decode_entries,
+    decode_versioned,
+)
+from uwsx.features.cursor_writer import CursorWriter
 from uwsx.features.presence_data import Select, UserData
 from uwsx.metrics import NULL_METRICS, MetricsLike
 from uwsx.platform import Connection, Platform, resolve
@@ -54,7 +66,6 @@ log = logging.getLogger("uwsx.cursor")
 
 MAX_CURSOR_CONNECTIONS = 10_000_000
 MAX_CURSOR_TOPICS = 10_000_000
-TOPIC_PREFIX = "__cursor:"
 
 
 def _seconds(value: object, what: str, *, allow_zero: bool) -> float:
@@ -63,34 +74,6 @@ def _seconds(value: object, what: str, *, allow_zero: bool) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return float(value)
-
-
-class CursorHooks:
-    """Server hooks (usable when taken off the object)."""
-
-    def __init__(self, cursor: Cursor) -> None:
-        self._cursor = cursor
-
-    async def subscribe(self, conn: Connection, topic: str, *, platform: Platform) -> None:
-        """A subscription to ``__cursor:<topic>`` gets a snapshot."""
-        if isinstance(topic, str) and topic.startswith(TOPIC_PREFIX) and len(topic) > 9:
-            await self._cursor.snapshot(conn, topic[len(TOPIC_PREFIX) :], platform)
-
-    def message(self, conn: Connection, data: Any, *, platform: Platform) -> None:
-        """Apply ``{"type": "cursor", "topic": ..., "data": ...}`` client messages; anything
-        else (or an invalid topic) is ignored."""
-        if not isinstance(data, Mapping) or data.get("type") != "cursor" or "data" not in data:
-            return
-        topic = data.get("topic")
-        if not isinstance(topic, str) or not topic or topic.startswith("__"):
-            return
-        try:
-            self._cursor.update(conn, topic, data["data"], platform)
-        except (TypeError, ValueError) as exc:
-            log.debug("cursor: ignored client update: %s", exc)
-
-    async def close(self, conn: Connection, *, platform: Platform) -> None:
-        await self._cursor.remove(conn, platform)
 
 
 class Cursor:
@@ -131,8 +114,11 @@ class Cursor:
         self.instance_id = rt.ids.hex(8)
         self._tasks = rt.task_group("Cursor")
         self._conns: dict[Connection, ConnCursor] = {}
+        self._states: dict[str, ConnCursor] = {}  # the same, by storage field
         self._topics: dict[str, CursorThrottle] = {}
         self._serial = 0
+        #: Version of the latest write or remove (never reset: keys can be reused after clear).
+        self._version = 0
         #: The platform of the latest update: where frames from other instances go.
         self.platform: Platform | None = None
         self.hooks = CursorHooks(self)
@@ -146,7 +132,10 @@ class Cursor:
             "cursor_throttled_total", "Updates deferred by the throttle", ("topic",)
         )
         assert backend.pubsub is not None
-        self._relay = CursorRelay(self, backend.pubsub, max_envelope_bytes)
+        # Records outlive any read or relay still in flight, and the stored entries they guard.
+        versions = RemoteVersions(self._clock, max(2 * self.ttl, 10.0))
+        self._relay = CursorRelay(self, backend.pubsub, max_envelope_bytes, versions)
+        self._writer = CursorWriter(self)
 
     @staticmethod
     def key(topic: str) -> str:
@@ -186,6 +175,7 @@ class Cursor:
                 f"{self.instance_id}:{self._serial}", self._user.public(conn.user_data)
             )
             self._conns[conn] = state
+            self._states[state.key] = state
         entry = state.topics.get(topic)
         if entry is None:
             tick = self._topics.get(topic)
@@ -246,8 +236,12 @@ class Cursor:
         if entries:
             self._send(entries, topic)
 
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
     def _send(self, entries: list[CursorEntry], topic: str) -> None:
-        """Publish locally now; store, then relay, in the background."""
+        """Publish locally now; store, then relay, in the background (in broadcast order)."""
         self._m_broadcasts.inc(topic=self._map_topic(topic))
         frames = [e.frame() for e in entries]
         platform = entries[-1].platform
@@ -256,31 +250,12 @@ class Cursor:
                 platform.publish(TOPIC_PREFIX + topic, "update", frames[0])
             else:
                 platform.publish(TOPIC_PREFIX + topic, "bulk", frames)
-        wall = self._clock.wall()
-        fields = {e.key: e.stored(wall) for e in entries}
+        wall, version = self._clock.wall(), self._next_version()
+        fields = {e.key: e.stored(wall, version) for e in entries}
         event, payload = ("update", frames[0]) if len(frames) == 1 else ("bulk", frames)
-        task = self._tasks.spawn(
-            self._store_and_relay(topic, entries, fields, event, payload), name="uwsx-cursor-write"
-        )
+        write = self._writer.submit(topic, fields, event, payload, version)
         for e in entries:
-            e.track(task)
-
-    async def _store_and_relay(
-        self,
-        topic: str,
-        entries: list[CursorEntry],
-        fields: dict[str, str],
-        event: str,
-        payload: Any,
-    ) -> None:
-        try:
-            await with_breaker(
-                self._breaker, lambda: self._kv.map_put_many(self.key(topic), fields, ttl=self.ttl)
-            )
-        except Exception as exc:
-            log.debug("cursor: store for %r skipped or failed: %s", topic, exc)
-            return  # never relay what was not stored
-        await self._relay.publish(topic, event, payload)
+            e.track(write)
 
     # -- removing --------------------------------------------------------------------
     async def remove(self, conn: Connection, platform: Platform, topic: str | None = None) -> None:
@@ -296,6 +271,7 @@ class Cursor:
         if not topics:
             return
         entries = {t: self._detach(conn, state, t) for t in topics}
+        version = self._next_version()  # newer than every write of these entries
         await asyncio.gather(*(e.settled() for e in entries.values()))
         breaker = self._breaker
         try:
@@ -315,7 +291,9 @@ class Cursor:
             breaker.success()
         for t, e in entries.items():
             platform.publish(TOPIC_PREFIX + t, "remove", {"key": e.key})
-        await self._relay.publish_many([(t, "remove", {"key": e.key}) for t, e in entries.items()])
+        await self._relay.publish_many(
+            [(t, "remove", {"key": e.key}, version) for t, e in entries.items()]
+        )
 
     def _detach(self, conn: Connection, state: ConnCursor, topic: str) -> CursorEntry:
         entry = state.topics.pop(topic)
@@ -329,6 +307,7 @@ class Cursor:
                 del self._topics[topic]
         if not state.topics:
             del self._conns[conn]
+            self._states.pop(state.key, None)
         return entry
 
     # -- reading ---------------------------------------------------------------------
@@ -338,8 +317,24 @@ class Cursor:
         return decode_entries(items)
 
     async def snapshot(self, conn: Connection, topic: str, platform: Platform) -> None:
-        """Send ``conn`` a ``bulk`` frame of the live entries (nothing when there are none)."""
-        entries = await self.list(topic)
+        """Send ``conn`` a ``bulk`` frame of the live entries (nothing when there are none).
+
+        The read may be answered after newer positions were shown: another instance's entry
+        older than what was relayed meanwhile (or removed since) is left out, and this
+        instance's own entries are sent as they are now (left out once removed)."""
+        items = await with_breaker(self._breaker, lambda: self._kv.map_items(self.key(topic)))
+        versions, own = self._relay.versions, self.instance_id + ":"
+        entries = []
+        for frame, v in decode_versioned(items):
+            key = frame["key"]
+            if not key.startswith(own):
+                if versions.read(topic, key, v, shown=False):
+                    entries.append(frame)
+                continue
+            state = self._states.get(key)
+            local = None if state is None else state.topics.get(topic)
+            if local is not None:
+                entries.append(local.frame())
         if entries:
             platform.send(conn, TOPIC_PREFIX + topic, "bulk", entries)
 
@@ -359,10 +354,10 @@ class Cursor:
             return
 
     async def flush(self) -> None:
-        """Wait until every write and relay started so far has finished."""
-        pending = {t for s in self._conns.values() for e in s.topics.values() for t in e.writes}
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait until every write and relay started so far has finished, and the relay
+        subscription attempt in progress (with its backfill), if any."""
+        await self._relay.settled()
+        await self._writer.drained()
 
     # -- lifecycle -------------------------------------------------------------------
     async def clear(self) -> None:
@@ -377,6 +372,7 @@ class Cursor:
         for tick in self._topics.values():
             tick.cancel()
         self._conns.clear()
+        self._states.clear()
         self._topics.clear()
         self._serial = 0
 

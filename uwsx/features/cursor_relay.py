@@ -1,14 +1,17 @@
 """Cross-instance side of :class:`~uwsx.features.cursor.Cursor`: the ``cursor:events`` channel.
 
-Outbound envelopes are ``{instanceId, topic, event, payload}`` with ``event`` one of
-``update``, ``bulk`` or ``remove``. Inbound envelopes are checked (size, JSON object, string
-``instanceId``, valid non-``__`` topic, known event, payload shape) before their frame is
-published on ``__cursor:<topic>`` with ``relay=False``; own envelopes are dropped.
+Outbound envelopes are ``{instanceId, topic, event, payload, v}`` with ``event`` one of
+``update``, ``bulk`` or ``remove`` and ``v`` the write's version. Inbound envelopes are checked
+(size, JSON object, string ``instanceId``, valid non-``__`` topic, known event, payload shape,
+``v`` a non-negative integer when present) before their frame is published on
+``__cursor:<topic>`` with ``relay=False``; own envelopes are dropped, and so are frames no newer
+than what was already shown of their entry (:class:`~uwsx.features.cursor_order.RemoteVersions`).
 
 The subscription is opened lazily by the first update (not while the breaker is broken; a
 failed attempt is retried by the next update). Once it is (re)established, local clients of
 every active topic are backfilled with the live entries of other instances, since messages
-published before or during the gap were missed.
+published before or during the gap were missed; a backfilled entry older than what live relays
+already showed (the read was answered late) is left out.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from uwsx.features._envelope import EnvelopeValidator
 from uwsx.features._json import dumps, loads
-from uwsx.features.cursor_state import decode_entries
+from uwsx.features.cursor_order import RemoteVersions
+from uwsx.features.cursor_state import decode_versioned, version_of
 from uwsx.ports.pubsub import LossWindow, PubSub, Subscription
 
 if TYPE_CHECKING:
@@ -37,6 +41,10 @@ def _frame_ok(frame: object) -> bool:
     return isinstance(frame, dict) and isinstance(frame.get("key"), str) and "data" in frame
 
 
+def _version_ok(envelope: dict[str, Any]) -> bool:
+    return "v" not in envelope or version_of(envelope["v"]) is not None
+
+
 def _payload_ok(event: str, payload: object) -> bool:
     if event == "update":
         return _frame_ok(payload)
@@ -48,10 +56,13 @@ def _payload_ok(event: str, payload: object) -> bool:
 class CursorRelay:
     """Publishes and receives one cursor object's envelopes."""
 
-    def __init__(self, cursor: Cursor, pubsub: PubSub, max_bytes: int) -> None:
+    def __init__(
+        self, cursor: Cursor, pubsub: PubSub, max_bytes: int, versions: RemoteVersions
+    ) -> None:
         self._cursor = cursor
         self._pubsub = pubsub
         self._validator = EnvelopeValidator(max_bytes=max_bytes)
+        self.versions = versions
         self._subscription: Subscription | None = None
         self._subscribing: asyncio.Task[None] | None = None
         self._closed = False
@@ -69,7 +80,19 @@ class CursorRelay:
             return
         self._subscribing = self._cursor._tasks.spawn(self._subscribe(), name="uwsx-cursor-sub")
 
+    async def settled(self) -> None:
+        """Wait for a subscription attempt in progress, and its backfill, to finish."""
+        task = self._subscribing
+        if task is not None:
+            await asyncio.wait([task])
+
     async def _subscribe(self) -> None:
+        try:
+            await self._open()
+        finally:
+            self._subscribing = None
+
+    async def _open(self) -> None:
         breaker = self._cursor._breaker
         try:
             subscription = await self._pubsub.subscribe(
@@ -80,8 +103,6 @@ class CursorRelay:
                 breaker.failure(exc)
             log.warning("cursor: relay subscription failed (retried on next update): %s", exc)
             return
-        finally:
-            self._subscribing = None
         if self._closed:
             await subscription.close()
             return
@@ -106,29 +127,30 @@ class CursorRelay:
             except Exception as exc:
                 log.debug("cursor: backfill of %r failed: %s", topic, exc)
                 continue
-            entries = decode_entries(items, exclude_prefix=own)
+            entries = [
+                frame
+                for frame, v in decode_versioned(items, exclude_prefix=own)
+                if self.versions.read(topic, frame["key"], v, shown=True)
+            ]
             platform = self._cursor.platform
             if entries and platform is not None:
                 platform.publish("__cursor:" + topic, "bulk", entries, relay=False)
 
     # -- outbound --------------------------------------------------------------------
-    def _envelope(self, topic: str, event: str, payload: Any) -> str:
+    def _envelope(self, topic: str, event: str, payload: Any, version: int) -> str:
         return dumps(
             {
                 "instanceId": self._cursor.instance_id,
                 "topic": topic,
                 "event": event,
                 "payload": payload,
+                "v": version,
             }
         )
 
-    async def publish(self, topic: str, event: str, payload: Any) -> None:
-        try:
-            await self._pubsub.publish(CHANNEL, self._envelope(topic, event, payload))
-        except Exception as exc:
-            log.warning("cursor: relay of %r on %r failed: %s", event, topic, exc)
-
-    async def publish_many(self, frames: list[tuple[str, str, Any]]) -> None:
+    async def publish_many(self, frames: list[tuple[str, str, Any, int]]) -> None:
+        """Relay ``(topic, event, payload, version)`` frames in order, in one round trip;
+        failures are logged."""
         if not frames:
             return
         try:
@@ -147,9 +169,19 @@ class CursorRelay:
         platform = self._cursor.platform
         if platform is None:
             return
-        topic, event = envelope["topic"], envelope["event"]
+        topic, event, payload = envelope["topic"], envelope["event"], envelope["payload"]
+        version = version_of(envelope.get("v"))
+        if event == "remove":
+            self.versions.removed(topic, payload["key"], version)
+        elif event == "update":
+            if not self.versions.live(topic, payload["key"], version):
+                return
+        else:
+            payload = [f for f in payload if self.versions.live(topic, f["key"], version)]
+            if not payload:
+                return
         try:
-            platform.publish("__cursor:" + topic, event, envelope["payload"], relay=False)
+            platform.publish("__cursor:" + topic, event, payload, relay=False)
         except Exception:
             log.exception("cursor: local delivery failed")
 
@@ -167,7 +199,7 @@ class CursorRelay:
         if not self._validator.accept(topic, event) or event not in _EVENTS:
             return None
         assert isinstance(event, str)
-        if not _payload_ok(event, envelope.get("payload")):
+        if not _payload_ok(event, envelope.get("payload")) or not _version_ok(envelope):
             return None
         return envelope
 

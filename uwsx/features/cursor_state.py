@@ -1,6 +1,7 @@
 """Local state of :class:`~uwsx.features.cursor.Cursor`: per connection, per topic, per topic
-throttle window, and the stored entry format (JSON ``{user, data, ts}`` under the connection's
-field ``<instance_id>:<n>``)."""
+throttle window, and the stored entry format (JSON ``{user, data, ts, v}`` under the
+connection's field ``<instance_id>:<n>``; ``v`` is the write's version, see
+:mod:`uwsx.features.cursor_order`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from uwsx.features._json import dumps, loads
 from uwsx.platform import Platform
 
-__all__ = ["ConnCursor", "CursorEntry", "CursorThrottle", "decode_entries"]
+__all__ = ["ConnCursor", "CursorEntry", "CursorThrottle", "decode_entries", "decode_versioned"]
 
 
 @dataclass(eq=False)
@@ -26,18 +27,19 @@ class CursorEntry:
     #: Monotonic time of the last broadcast (``-inf``: never, so the first one leads).
     last: float = float("-inf")
     trailing: asyncio.Task[None] | None = None
-    writes: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Queued writes (and relays) of this entry, done once stored and relayed or failed.
+    writes: set[asyncio.Future[None]] = field(default_factory=set)
     alive: bool = True
 
     def frame(self) -> dict[str, Any]:
         return {"key": self.key, "user": self.user, "data": self.data}
 
-    def stored(self, wall: float) -> str:
-        return dumps({"user": self.user, "data": self.data, "ts": int(wall * 1000)})
+    def stored(self, wall: float, version: int) -> str:
+        return dumps({"user": self.user, "data": self.data, "ts": int(wall * 1000), "v": version})
 
-    def track(self, task: asyncio.Task[None]) -> None:
-        self.writes.add(task)
-        task.add_done_callback(self.writes.discard)
+    def track(self, write: asyncio.Future[None]) -> None:
+        self.writes.add(write)
+        write.add_done_callback(self.writes.discard)
 
     def cancel_trailing(self) -> None:
         if self.trailing is not None:
@@ -85,6 +87,14 @@ def decode_entries(
 ) -> list[dict[str, Any]]:
     """``[{key, user, data}]`` from a topic map, skipping corrupt values and fields starting
     with ``exclude_prefix``."""
+    return [frame for frame, _ in decode_versioned(items, exclude_prefix=exclude_prefix)]
+
+
+def decode_versioned(
+    items: Mapping[str, str], *, exclude_prefix: str | None = None
+) -> list[tuple[dict[str, Any], int | None]]:
+    """``({key, user, data}, version)`` pairs from a topic map (version None for entries
+    written without one), skipping corrupt values and fields starting with ``exclude_prefix``."""
     out = []
     for key, raw in items.items():
         if exclude_prefix is not None and key.startswith(exclude_prefix):
@@ -94,5 +104,13 @@ def decode_entries(
         except ValueError:
             continue
         if isinstance(value, dict) and "data" in value:
-            out.append({"key": key, "user": value.get("user"), "data": value["data"]})
+            frame = {"key": key, "user": value.get("user"), "data": value["data"]}
+            out.append((frame, version_of(value.get("v"))))
     return out
+
+
+def version_of(value: object) -> int | None:
+    """A valid version (a non-negative integer) or None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

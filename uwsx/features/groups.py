@@ -5,15 +5,19 @@ deadline (``member_ttl``), refreshed by each instance's heartbeat for its live l
 sockets stay local and group events travel over a pub/sub channel.
 
 Guarantee: the number of live members never exceeds ``max_members``, even under concurrent
-joins on many instances (admission is one atomic bounded put that also refuses a closed group),
-and a member whose instance crashed stops counting within ``member_ttl``. A local member whose
+joins on many instances (admission is one atomic bounded put that also refuses a closed group)
+and when an instance stalls longer than ``member_ttl`` (a GC pause): the heartbeat refreshes
+each member of a capped group with the same bounded put, so a member whose entry expired is
+re-admitted only while there is room; otherwise it has left (dropped locally, ``leave`` frame,
+relay and ``on_leave``, as for any leave). A member whose instance crashed stops counting
+within ``member_ttl``. A local member whose
 connection closed (or whose leave failed while the backend was down) is dropped from local
 state and never written again, so it cannot live on as a ghost (the original kept it and its
 heartbeat rewrote it forever, and a heartbeat racing a leave could re-create a removed member).
 
 Invariants (Checked by: ``uwsx_sim`` groups checker):
 
-* GR-1 live members ≤ ``max_members`` at every instant.
+* GR-1 live members ≤ ``max_members`` at every instant, pauses included.
 * GR-2 after ``dissolve`` no join succeeds anywhere (the closed flag is checked atomically with
   the admission).
 * GR-3 a member removed by ``leave`` is never written again (no heartbeat resurrection).
@@ -408,6 +412,15 @@ class Group:
             await with_breaker(self._breaker, lambda: self._kv.delete(self._members_key))
         envelope = dumps({"instanceId": self.instance_id, "event": "close", "data": None})
         await with_breaker(self._breaker, lambda: self._pubsub.publish(self.channel, envelope))
+
+    def closed_elsewhere(self) -> None:
+        """The group was dissolved by another instance: close it here (``close`` frame with
+        ``relay=False``, local members dropped, ``on_close``)."""
+        self._closed = True
+        if self._platform is not None:
+            self._platform.publish(self.topic, "close", None, relay=False)
+        self.drop_all_local()
+        self._notify_closed()
 
     def drop_all_local(self) -> None:
         members = list(self._members.values())

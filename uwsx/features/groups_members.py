@@ -10,6 +10,7 @@ original's hash did.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -129,9 +130,17 @@ async def beat_loop(group: Group) -> None:
 
 async def beat(group: Group) -> None:
     """One heartbeat: members whose connection closed are removed and announced as leaves;
-    the others' entries are re-put with a fresh deadline, under the group's write lock (a leave
-    in flight can never be undone by it). Skipped while the breaker is not healthy; no backend
-    call at all without local members."""
+    the others' entries get a fresh deadline, under the group's write lock (a leave in flight
+    can never be undone by it). Skipped while the breaker is not healthy; no backend call at
+    all without local members.
+
+    In a capped group each member is refreshed with its own bounded put (all issued in one
+    tick: one pipelined round trip on auto-pipelining adapters), so a member whose entry
+    expired meanwhile (a pause longer than ``member_ttl``) is re-admitted only while the group
+    has room. A member refused as full has left: it is dropped locally and announced like any
+    leave (``leave`` frame, relay, ``on_leave``). A refresh finding the group closed closes it
+    here (the close notification may have been missed). An unbounded group has no cap to
+    protect: its members are re-put in one write."""
     members = group._members
     for conn in [c for c in members if not _alive(c)]:
         member = members.pop(conn)
@@ -144,14 +153,70 @@ async def beat(group: Group) -> None:
     if not members or (group._breaker is not None and not group._breaker.is_healthy):
         return
     async with group._write_lock:
-        now = group._clock.wall()
-        items = {m.id: m.encode(group.instance_id, now) for m in members.values()}
-        if not items:
+        snapshot = list(members.items())
+        if not snapshot:
             return
-        try:
-            await group._kv.map_put_many(group._members_key, items, ttl=group.member_ttl)
-        except Exception as exc:
-            log.warning("group %r: heartbeat failed: %s", group.name, exc)
+        if group.max_members is None:
+            await _refresh_unbounded(group, [m for _, m in snapshot])
+            return
+        statuses = await _refresh_bounded(group, [m for _, m in snapshot])
+        evicted: list[tuple[Connection, GroupMember]] = []
+        for (conn, member), status in zip(snapshot, statuses, strict=True):
+            # A leave or close hook may have dropped it while the refresh was in flight.
+            if status == "full" and members.get(conn) is member:
+                del members[conn]
+                evicted.append((conn, member))
+    if "closed" in statuses and not group.closed:
+        group.closed_elsewhere()
+        return
+    if evicted:
+        log.info("group %r: %d expired member(s) found the group full", group.name, len(evicted))
+    platform = group._platform
+    for conn, member in evicted:
+        if platform is not None:
+            await group._announce_leave(conn, member, platform)
+
+
+async def _refresh_unbounded(group: Group, members: list[GroupMember]) -> None:
+    now = group._clock.wall()
+    items = {m.id: m.encode(group.instance_id, now) for m in members}
+    try:
+        await group._kv.map_put_many(group._members_key, items, ttl=group.member_ttl)
+    except Exception as exc:
+        log.warning("group %r: heartbeat failed: %s", group.name, exc)
+
+
+async def _refresh_bounded(group: Group, members: list[GroupMember]) -> list[str | None]:
+    """Refresh each member with a bounded put; its status, or None when the put failed (the
+    member is kept: a lost refresh is retried by the next heartbeat)."""
+    now = group._clock.wall()
+    results = await asyncio.gather(
+        *(
+            group._kv.map_put_bounded(
+                group._members_key,
+                m.id,
+                m.encode(group.instance_id, now),
+                max_fields=group.max_members,
+                ttl=group.member_ttl,
+                unless_key=group._closed_key,
+            )
+            for m in members
+        ),
+        return_exceptions=True,
+    )
+    statuses: list[str | None] = []
+    failed: BaseException | None = None
+    for result in results:
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            failed = result
+            statuses.append(None)
+        else:
+            statuses.append(result.status)
+    if failed is not None:
+        log.warning("group %r: heartbeat failed: %s", group.name, failed)
+    return statuses
 
 
 def _alive(conn: Connection) -> bool:

@@ -77,11 +77,7 @@ class GroupInbound:
         group = self._group
         platform = group._platform
         if event == "close":
-            group._closed = True
-            if platform is not None:
-                platform.publish(group.topic, "close", None, relay=False)
-            group.drop_all_local()
-            group._notify_closed()
+            group.closed_elsewhere()
             return
         if platform is None or group.closed:
             return

@@ -6,20 +6,29 @@ clustered backend a message travels to the shard owning its channel instead of e
 
 Guarantee: while this instance follows a topic, every message another instance relays for that
 topic is published locally exactly once (at most once over the wire, like every pub/sub), with
-``relay=False``; messages of topics it does not follow, envelopes that fail validation, and its
-own echoes never are. Follow state cannot get stuck: a follow that fails (breaker open, backend
-down) leaves no trace, so the next follow subscribes again, and the ``hooks`` keep retrying a
-connection's failed follows in the background until they succeed (the original kept the
-refcount of a failed follow, so the channel was never subscribed again, and recorded a hook
-subscription before it succeeded, so it was never retried).
+``relay=False``; messages of topics it does not follow are never published, even when they
+share a shard channel with a followed topic or arrive while their unsubscribe is in flight (the
+receiver checks the topic against the local follow counts, not just the channel), and neither
+are envelopes that fail validation or its own echoes. Follow state cannot get stuck: a follow
+that fails (breaker open, backend down) leaves no trace, so the next follow subscribes again;
+the ``hooks`` keep retrying a connection's failed follows in the background until they succeed;
+and which channels are subscribed is always read from the subscription itself, so an
+unsubscribe that failed after the adapter already dropped the channel cannot leave the bus
+believing it is still subscribed (a later follow would then never re-add it). The original kept
+the refcount of a failed follow, so the channel was never subscribed again, and recorded a hook
+subscription before it succeeded, so it was never retried. ``publish_batched`` sends exactly one
+envelope per shard channel per call.
 
 Invariants (Checked by: ``uwsx_sim`` sharded-bus checker):
 
-* SB-1 a channel is subscribed at the backend iff at least one followed topic maps to it (up to
-  in-flight calls); refcounts never go negative.
+* SB-1 at rest, the subscription holds exactly the channels of the followed topics; refcounts
+  never go below one.
 * SB-2 a failed ``follow``/``follow_batch`` restores every refcount it changed.
-* SB-3 a delivered message's topic maps to the channel it arrived on; own envelopes are dropped.
-* SB-4 ``publish_batched`` sends exactly one envelope per shard channel per call.
+* SB-3 an envelope carries only topics of the channel it is sent on, a delivered message's topic
+  maps to the channel it arrived on, and nothing is delivered twice (own envelopes dropped).
+* SB-4 a message relayed for a topic reaches every instance that follows the topic while its
+  subscription is up (at most once: pub/sub loss is reported through ``on_loss``).
+* SB-5 a topic this instance does not follow is never published locally.
 
 Wire: envelopes as :class:`~uwsx.features.bus.PubSubBus` (``{instanceId, topic, event, data}``
 or ``{instanceId, batch: [...]}``), published with ``sharded=True``.
@@ -127,7 +136,6 @@ class ShardedBus:
         self._subscription: Subscription | None = None
         self._lock = asyncio.Lock()
         self._refs = FollowRefs(self.channel_for)
-        self._subscribed: set[str] = set()
         self._queue: dict[str, list[tuple[str, list[str]]]] = {}
         self._flush_scheduled = False
         self._unlisten: Callable[[], None] | None = None
@@ -147,6 +155,10 @@ class ShardedBus:
         )
         self._m_dropped = m.counter(
             "sharded_pubsub_relay_dropped_total", "Messages not relayed: breaker open"
+        )
+        self._m_unfollowed = m.counter(
+            "sharded_pubsub_unfollowed_dropped_total",
+            "Received messages of topics not followed here (shared channel, unsubscribe in flight)",
         )
         self._receiver = Receiver(
             self,
@@ -274,7 +286,6 @@ class ShardedBus:
             self._target = None
             self._queue.clear()
             self._refs.clear()
-            self._subscribed.clear()
         if subscription is not None:
             try:
                 await subscription.close()
@@ -356,29 +367,45 @@ class ShardedBus:
             await self._reconcile([channel], strict=False)
 
     async def _reconcile(self, channels: Iterable[str], *, strict: bool) -> None:
-        """Bring the backend subscription in line with the refcounts for ``channels``."""
+        """Bring the backend subscription in line with the refcounts for ``channels``.
+
+        What is subscribed is read from the subscription every time, never tracked here: an
+        adapter forgets a channel as soon as it is asked to remove it (before the server
+        confirms) and detaches a channel whose subscribe failed, so a copy kept by the bus would
+        drift from it after a failure. Non-strict callers (unfollow, resync) log failures."""
         async with self._lock:
             sub = self._subscription
             if sub is None:
                 if strict:
                     raise RuntimeError("sharded bus: deactivated during follow()")
                 return
-            wanted, refs, have = set(channels), self._refs.channels, self._subscribed
+            wanted, refs, have = set(channels), self._refs.channels, sub.channels
             add = sorted(c for c in wanted if c in refs and c not in have)
             drop = sorted(c for c in wanted if c not in refs and c in have)
             if add:
-                await with_breaker(self._breaker, lambda: sub.add(add))
-                self._subscribed.update(add)
-                self._m_ssub.inc(len(add))
+                try:
+                    await with_breaker(self._breaker, lambda: sub.add(add))
+                except Exception as exc:
+                    if strict:
+                        raise
+                    log.warning("sharded bus: subscribe of %s failed: %s", add, exc)
+                else:
+                    self._m_ssub.inc(len(add))
             if drop:
                 try:
                     await sub.remove(drop)
                 except Exception as exc:
-                    # Still subscribed as far as we know; the next reconcile retries.
+                    # Delivery stops anyway: the receiver drops topics no longer followed.
                     log.warning("sharded bus: unsubscribe of %s failed: %s", drop, exc)
                     return
-                self._subscribed.difference_update(drop)
                 self._m_sunsub.inc(len(drop))
+
+    async def resync(self) -> None:
+        """Reconcile every channel (followed or subscribed) with the refcounts; failures are
+        logged. Runs after the subscription reconnected."""
+        sub = self._subscription
+        if sub is not None:
+            await self._reconcile(set(self._refs.channels) | set(sub.channels), strict=False)
 
     def _on_breaker(self, old: BreakerState, new: BreakerState) -> None:
         if new == "healthy":
@@ -390,15 +417,24 @@ class ShardedBus:
             window.started,
             window.ended,
         )
+        try:
+            self._tasks.spawn(self.resync(), name="uwsx-sharded-resync")
+        except RuntimeError:
+            return  # closing
 
     # -- observation -----------------------------------------------------------------
     def followed(self) -> dict[str, int]:
         """Followed topics and their reference counts."""
         return dict(self._refs.topics)
 
+    def follows(self, topic: str) -> bool:
+        """True while ``topic`` has at least one reference here."""
+        return topic in self._refs.topics
+
     def subscribed_channels(self) -> frozenset[str]:
-        """Channels currently subscribed at the backend."""
-        return frozenset(self._subscribed)
+        """Channels the subscription currently holds (the adapter's view)."""
+        sub = self._subscription
+        return frozenset() if sub is None else frozenset(sub.channels)
 
     def local_subjects(self, platform: Platform) -> list[LocalSubject]:
         """Followed topics that have local subscribers on ``platform``."""

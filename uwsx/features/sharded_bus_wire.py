@@ -4,7 +4,9 @@ the receive path (validate, drop echoes, publish locally with ``relay=False``).
 Anyone with write access to the backend can publish on a sharded channel, so an envelope is
 accepted only when it is small enough, is JSON with a string ``instanceId``, and every topic it
 carries is a valid bus topic that maps to the channel it arrived on (a hostile envelope cannot
-inject topics this instance does not follow).
+inject topics of other channels). A valid message is then published only if its topic is
+followed here *now*: a shard channel carries every topic mapped to it, and messages keep
+arriving while an unsubscribe is in flight.
 """
 
 from __future__ import annotations
@@ -109,6 +111,12 @@ class Receiver:
         except Exception:
             return False
 
+    def _followed(self, topic: str) -> bool:
+        if self._bus.follows(topic):
+            return True
+        self._bus._m_unfollowed.inc()
+        return False
+
     def _deliver(self, target: Platform, channel: str, envelope: dict[str, Any]) -> None:
         batch = envelope.get("batch")
         if isinstance(batch, list):
@@ -118,7 +126,8 @@ class Receiver:
                 if entry is None or not self._valid(channel, entry[0], entry[1]):
                     self._m_parse.inc()
                     continue
-                good.append(Message(entry[0], entry[1], entry[2], relay=False))
+                if self._followed(entry[0]):
+                    good.append(Message(entry[0], entry[1], entry[2], relay=False))
             if good:
                 for m in good:
                     self._m_received.inc(topic=self._map_topic(m.topic))
@@ -130,5 +139,7 @@ class Receiver:
             return
         assert isinstance(topic, str)
         assert isinstance(event, str)
+        if not self._followed(topic):
+            return
         self._m_received.inc(topic=self._map_topic(topic))
         target.publish(topic, event, envelope.get("data"), relay=False)
