@@ -194,7 +194,11 @@ async def test_presence_mass_disconnect_is_one_pipeline_and_one_publish_tick(
     await asyncio.gather(*(presence.leave(tab, p) for tab in tabs))
     rounds, counts = budget(counting)
     assert (counts["kv.map_remove"], counts["pubsub.publish_many"]) == (60, 30)
-    if backend_kind in PIPELINED:
+    if backend_kind == "redis_cluster":
+        # One pipeline per primary: their replies land in different ticks, and so do the
+        # leave events that wait for them (at most one publish tick per primary).
+        assert rounds <= 1 + 3
+    elif backend_kind in PIPELINED:
         assert rounds == 2
     await presence.close()
 
