@@ -28,7 +28,9 @@ __all__ = [
     "Phase",
     "Row",
     "UniqueViolation",
+    "lost_state",
     "quote_ident",
+    "reusable",
     "translate",
 ]
 
@@ -124,6 +126,30 @@ _LOST_STATES = ("57P01", "57P02", "57P05")
 _REFUSED_STATES = ("57P03", "57014", "40001", "40P01", "55P03", "55006", "25006")
 
 
+def lost_state(sqlstate: str | None) -> bool:
+    """True for SQLSTATEs that end the session (connection exceptions, shutdowns)."""
+    state = sqlstate or ""
+    return state.startswith("08") or state in _LOST_STATES
+
+
+def reusable(exc: BaseException, lost: Callable[[BaseException], bool]) -> bool:
+    """Whether a connection may go back to its pool after ``exc`` ended a use of it.
+
+    Only when the connection is known to be idle: the server answered with an error, or our own
+    code raised between statements. A cancelled or timed-out statement may still be running,
+    with the driver's cancel request unanswered, and a lost connection is gone: such a
+    connection is kept only once the server has answered the cancel request within a short
+    bound, and dropped otherwise (each shim's docstring says how).
+
+    :param lost: the driver's test for an exception that means the connection is lost or
+        timed out (applied to the driver exception a uwsx error was translated from).
+    """
+    if not isinstance(exc, Exception):
+        return False  # CancelledError, KeyboardInterrupt, ...
+    cause = exc.__cause__ if isinstance(exc, BackendError) else exc
+    return cause is None or not lost(cause)
+
+
 def translate(
     exc: BaseException, phase: Phase, *, sqlstate: str | None, lost: bool, where: str
 ) -> BaseException:
@@ -135,8 +161,7 @@ def translate(
     """
     detail = redact_url(str(exc) or type(exc).__name__)
     state = sqlstate or ""
-    if state.startswith("08") or state in _LOST_STATES:
-        lost = True
+    lost = lost or lost_state(state)
     if phase == "acquire":
         return Unavailable(f"{where}: cannot reach PostgreSQL: {detail}")
     if lost:

@@ -3,27 +3,48 @@
 asyncpg reads every connection continuously, so a connection the server closed is noticed at
 once (``is_closed()``; the pool replaces it on the next acquire) and notifications and
 termination arrive through callbacks.
+
+**Cancelled statements.** When a statement is cancelled or times out, asyncpg sends the server
+a cancel request and will not use the connection again until the server acknowledges it; its
+pool waits for that on release, and ``Pool.close()`` waits for the release. A stuck or
+unreachable server never acknowledges, so a connection whose use ended in a cancellation, a
+timeout or a lost connection (:func:`~uwsx_postgres._driver.reusable`) is released with a
+bound of ``CANCEL_GRACE`` seconds instead of ``connect_timeout``: long enough for a responsive
+server (the statement is then cancelled there, not left to apply later, and the connection is
+kept), after which asyncpg terminates it; so are the ROLLBACK of an interrupted transaction
+and the ``close()`` of a dedicated session whose command was cancelled. A release interrupted
+by another cancellation, and a connection borrowed from a SQLAlchemy engine, are terminated at
+once. Cancelled work therefore holds up neither ``close()`` nor the cancelled call for longer
+than ``CANCEL_GRACE``. Dedicated sessions are in :mod:`uwsx_postgres._driver_asyncpg_session`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from uwsx_postgres._driver import (
     Executor,
-    LostCallback,
-    NotifyCallback,
     Phase,
     Row,
+    lost_state,
+    reusable,
     translate,
 )
 
-__all__ = ["AsyncpgDriver"]
+if TYPE_CHECKING:
+    from uwsx_postgres._driver_asyncpg_session import AsyncpgDedicated
+
+__all__ = ["CANCEL_GRACE", "AsyncpgDriver"]
+
+#: Seconds a connection whose statement was cancelled (or timed out) may wait for the server
+#: to acknowledge the cancel request before it is terminated.
+CANCEL_GRACE = 1.0
 
 _LOST_TYPES: tuple[type[BaseException], ...] = (
     OSError,
@@ -33,12 +54,43 @@ _LOST_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
 )
 _ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_LOST_TYPES)
+#: asyncpg's client-side argument error (an InterfaceError, raised before anything is sent);
+#: ``asyncpg.DataError`` is the server's SQLSTATE 22000 class.
+_ARGUMENT_ERROR: type[BaseException] = asyncpg.exceptions._base.DataError
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection is gone or in an unknown state after ``exc``."""
+    if isinstance(exc, _LOST_TYPES) and not isinstance(exc, _ARGUMENT_ERROR):
+        return True
+    return lost_state(_sqlstate(exc))
 
 
 def _fail(exc: BaseException, phase: Phase, where: str) -> BaseException:
-    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
-    lost = isinstance(exc, _LOST_TYPES) and not isinstance(exc, asyncpg.DataError)
-    return translate(exc, phase, sqlstate=sqlstate, lost=lost, where=where)
+    return translate(exc, phase, sqlstate=_sqlstate(exc), lost=_lost(exc), where=where)
+
+
+def _discard(conn: Any) -> None:
+    """Terminate ``conn`` (a pool's proxy returns to its pool as a free slot); a proxy asyncpg
+    already released after terminating the connection itself is left alone."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+async def _let_go(release: Any, conn: Any, timeout: float) -> None:
+    """``await release(conn, timeout)``; terminate ``conn`` when that fails or is cancelled
+    (asyncpg shields a pool release, which would go on in the background)."""
+    try:
+        await release(conn, timeout)
+    except _ERRORS:
+        _discard(conn)
+    except asyncio.CancelledError:
+        _discard(conn)
+        raise
 
 
 def _rows(records: list[Any]) -> list[Row]:
@@ -61,78 +113,6 @@ class _Tx:
             await self._conn.execute(sql, timeout=self._timeout)
         except _ERRORS as exc:
             raise _fail(exc, "tx", "transaction") from exc
-
-
-class AsyncpgDedicated:
-    """A held connection: LISTEN through asyncpg listeners, locks through plain queries."""
-
-    def __init__(self, conn: Any, release: Any, timeout: float | None) -> None:
-        self._conn = conn
-        self._release = release
-        self._timeout = timeout
-        self._lock = asyncio.Lock()
-        self._notify: NotifyCallback | None = None
-        self._lost: LostCallback | None = None
-        self._closing = False
-        self._pid: int = conn.get_server_pid()
-        conn.add_termination_listener(self._terminated)
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    @property
-    def alive(self) -> bool:
-        return not self._closing and not self._conn.is_closed()
-
-    def _terminated(self, _conn: Any) -> None:
-        if not self._closing and self._lost is not None:
-            self._lost(None)
-
-    def _on_message(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
-        if self._notify is not None:
-            self._notify(channel, payload)
-
-    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
-        async with self._lock:
-            try:
-                return _rows(await self._conn.fetch(sql, *args, timeout=self._timeout))
-            except _ERRORS as exc:
-                raise _fail(exc, "write", "session") from exc
-
-    async def listen(self, channels: Sequence[str]) -> None:
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    for channel in channels:
-                        await self._conn.add_listener(channel, self._on_message)
-            except _ERRORS as exc:
-                raise _fail(exc, "read", "listen") from exc
-
-    async def unlisten(self, channels: Sequence[str]) -> None:
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    for channel in channels:
-                        await self._conn.remove_listener(channel, self._on_message)
-            except _ERRORS as exc:
-                raise _fail(exc, "read", "unlisten") from exc
-
-    def on_notify(self, callback: NotifyCallback) -> None:
-        self._notify = callback
-
-    def on_lost(self, callback: LostCallback) -> None:
-        self._lost = callback
-
-    async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._conn.remove_termination_listener(self._terminated)
-        try:
-            await self._release(self._conn)
-        except _ERRORS:
-            self._conn.terminate()
 
 
 class AsyncpgDriver:
@@ -196,6 +176,8 @@ class AsyncpgDriver:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         if self._conn is not None:
+            # The caller's connection is not ours to terminate; asyncpg waits for a pending
+            # cancellation before its next statement.
             async with self._conn_lock:
                 if self._conn.is_closed():
                     raise _fail(ConnectionError("connection is closed"), "acquire", "acquire")
@@ -205,13 +187,21 @@ class AsyncpgDriver:
             conn = await self._pool.acquire(timeout=self._connect_timeout)
         except _ERRORS as exc:
             raise _fail(exc, "acquire", "acquire") from exc
+        bound = self._connect_timeout
         try:
             yield conn
+        except BaseException as exc:
+            if not reusable(exc, _lost):
+                bound = min(CANCEL_GRACE, bound)
+                if not isinstance(self._pool, asyncpg.Pool):
+                    # An engine's pool would wait for the acknowledgement without a bound.
+                    _discard(conn)
+            raise
         finally:
-            try:
-                await self._pool.release(conn, timeout=self._connect_timeout)
-            except _ERRORS:
-                conn.terminate()
+            await _let_go(self._release, conn, bound)
+
+    async def _release(self, conn: Any, timeout: float) -> None:
+        await self._pool.release(conn, timeout=timeout)
 
     async def fetch(
         self, sql: str, args: Sequence[object] = (), *, write: bool = True
@@ -226,24 +216,38 @@ class AsyncpgDriver:
     async def transaction(self) -> AsyncIterator[Executor]:
         async with self._connection() as conn:
             try:
-                await conn.execute("BEGIN", timeout=self._timeout)
-            except _ERRORS as exc:
-                raise _fail(exc, "tx", "begin") from exc
-            try:
+                try:
+                    await conn.execute("BEGIN", timeout=self._timeout)
+                except _ERRORS as exc:
+                    raise _fail(exc, "tx", "begin") from exc
                 yield _Tx(conn, self._timeout)
-            except BaseException:
-                if not conn.is_closed():
-                    try:
-                        await conn.execute("ROLLBACK", timeout=self._timeout)
-                    except _ERRORS:
-                        conn.terminate()
+            except BaseException as exc:
+                await self._rollback(conn, exc)
                 raise
             try:
                 await conn.execute("COMMIT", timeout=self._timeout)
             except _ERRORS as exc:
                 raise _fail(exc, "commit", "commit") from exc
 
+    async def _rollback(self, conn: Any, exc: BaseException) -> None:
+        """End the transaction ``exc`` interrupted; terminate the connection if that fails.
+
+        After a cancellation the ROLLBACK first waits for the cancel request's answer, so it
+        gets the short bound (see the module docstring)."""
+        if conn.is_closed():
+            return
+        clean = reusable(exc, _lost)
+        if not clean and not isinstance(self._pool, asyncpg.Pool) and self._conn is None:
+            return  # an engine's connection: discarded by _connection
+        bound = self._timeout if clean else min(CANCEL_GRACE, self._connect_timeout)
+        try:
+            await conn.execute("ROLLBACK", timeout=bound)
+        except _ERRORS:
+            _discard(conn)
+
     async def dedicated(self) -> AsyncpgDedicated:
+        from uwsx_postgres._driver_asyncpg_session import AsyncpgDedicated
+
         if self._dsn is not None:
             try:
                 conn = await asyncpg.connect(
@@ -254,10 +258,12 @@ class AsyncpgDriver:
             except _ERRORS as exc:
                 raise _fail(exc, "acquire", "connect") from exc
 
-            async def close(c: Any) -> None:
-                await c.close(timeout=self._connect_timeout)
+            async def close(c: Any, timeout: float) -> None:
+                await c.close(timeout=timeout)
 
-            return AsyncpgDedicated(conn, close, self._timeout)
+            return AsyncpgDedicated(
+                conn, close, timeout=self._timeout, connect_timeout=self._connect_timeout
+            )
         if self._pool is None:
             raise _fail(
                 ConnectionError("a single connection cannot open another; pass dsn="),
@@ -268,12 +274,14 @@ class AsyncpgDriver:
             held = await self._pool.acquire(timeout=self._connect_timeout)
         except _ERRORS as exc:
             raise _fail(exc, "acquire", "session") from exc
-        pool, timeout = self._pool, self._connect_timeout
+        pool = self._pool
 
-        async def release(c: Any) -> None:
+        async def release(c: Any, timeout: float) -> None:
             await pool.release(c, timeout=timeout)
 
-        return AsyncpgDedicated(held, release, self._timeout)
+        return AsyncpgDedicated(
+            held, release, timeout=self._timeout, connect_timeout=self._connect_timeout
+        )
 
     async def close(self) -> None:
         if self._owns and self._pool is not None:

@@ -5,6 +5,13 @@ server unchanged. psycopg reads a socket only while a command runs, so this shim
 things asyncpg does by itself: it drops pooled connections whose socket turned readable while
 idle (the server closed them, e.g. after a restart) before using them, and a dedicated session
 watches its socket between commands to deliver notifications and notice termination at once.
+
+psycopg answers a cancelled command by sending a cancel request and waiting (up to 5 s each)
+for the request to go out and for the server's reply, closing the connection if either fails;
+that wait is psycopg's, inside the cancelled call. A pooled connection whose use ended in a
+cancellation, a timeout or a lost connection (:func:`~uwsx_postgres._driver.reusable`) goes
+back to the pool only if it is idle again, else it is closed first, so the pool never resets
+it or hands it out in an unknown state, and ``close()`` has nothing to wait for.
 """
 
 from __future__ import annotations
@@ -26,24 +33,36 @@ from uwsx_postgres._driver import (
     NotifyCallback,
     Phase,
     Row,
+    lost_state,
     quote_ident,
+    reusable,
     translate,
 )
 
 __all__ = ["PsycopgDriver"]
 
+_IDLE = pq.TransactionStatus.IDLE
+_ACTIVE = pq.TransactionStatus.ACTIVE
 _INTRANS = pq.TransactionStatus.INTRANS
 _INERROR = pq.TransactionStatus.INERROR
 _LOST_TYPES: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, PoolClosed)
 _ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, *_LOST_TYPES)
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection is gone or in an unknown state after ``exc``."""
+    sqlstate = _sqlstate(exc)
+    if isinstance(exc, _LOST_TYPES) or lost_state(sqlstate):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and sqlstate is None
+
+
 def _fail(exc: BaseException, phase: Phase, where: str) -> BaseException:
-    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
-    lost = isinstance(exc, _LOST_TYPES) or (
-        isinstance(exc, psycopg.OperationalError) and sqlstate is None
-    )
-    return translate(exc, phase, sqlstate=sqlstate, lost=lost, where=where)
+    return translate(exc, phase, sqlstate=_sqlstate(exc), lost=_lost(exc), where=where)
 
 
 def _stale(conn: Any) -> bool:
@@ -174,10 +193,13 @@ class PsycopgDedicated:
             self._watch(False)
             try:
                 yield
-            except _ERRORS as exc:
+            except BaseException as exc:
+                # Including a cancellation: psycopg may have closed the connection meanwhile.
                 if self._conn.closed or self._conn.broken or isinstance(exc, TimeoutError):
                     self._died(exc)
-                raise _fail(exc, "write", where) from exc
+                if isinstance(exc, _ERRORS):
+                    raise _fail(exc, "write", where) from exc
+                raise
             finally:
                 self._watch(True)
                 if self.alive:
@@ -309,9 +331,12 @@ class PsycopgDriver:
             raise _fail(ConnectionError("no usable pooled connection"), "acquire", "acquire")
         try:
             yield conn
-        except BaseException:
-            # A cancelled or timed-out command leaves the connection in an unknown state.
-            if conn.info.transaction_status == pq.TransactionStatus.ACTIVE:
+        except BaseException as exc:
+            # After a cancellation or timeout the connection is kept only if psycopg got the
+            # server's answer to its cancel request (idle again); the pool would otherwise
+            # reset it, or hand it out, in an unknown state.
+            status = conn.info.transaction_status
+            if status == _ACTIVE or (not reusable(exc, _lost) and status != _IDLE):
                 await conn.close()
             raise
         finally:
@@ -337,8 +362,10 @@ class PsycopgDriver:
                 raise _fail(exc, "tx", "begin") from exc
             try:
                 yield _Tx(conn, self._timeout)
-            except BaseException:
-                if not conn.closed:
+            except BaseException as exc:
+                # A pooled connection in an unknown state is closed by _connection; the
+                # caller's one is kept and must leave the transaction.
+                if (reusable(exc, _lost) or self._conn is not None) and not conn.closed:
                     try:
                         await (
                             conn.execute(b"ROLLBACK", prepare=False) if auto else conn.rollback()

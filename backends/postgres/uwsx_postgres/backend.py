@@ -11,7 +11,8 @@ Options (keyword arguments of :func:`uwsx.connect`):
 ``driver`` (None)              ``"asyncpg"`` or ``"psycopg"`` for a plain ``postgresql://`` URL
 ``pool_min_size`` (1) / ``pool_max_size`` (10)   the owned pool's bounds
 ``command_timeout`` (30.0)     seconds before a statement is abandoned (Indeterminate)
-``connect_timeout`` (10.0)     seconds to get a connection before Unavailable
+``connect_timeout`` (10.0)     seconds to get a connection before Unavailable (also bounds
+                               handing one back and closing the pool)
 ``sweep_interval`` (60.0)      seconds between deletions of expired rows (None: never)
 ``dsn`` (None)                 connection URL for the dedicated LISTEN / session-lock
                                connections when a pool, engine or connection is passed

@@ -17,14 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import (
-    AbstractConnection,
-    ConnectionPool,
-    SSLConnection,
-    parse_url,
-)
+from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from uwsx_redis._driver_nodes import ClusterNodeRef, Node, PoolNode
 
 __all__ = [
     "SCHEMES",
@@ -60,8 +57,11 @@ class DriverOptions:
     :param connect_attempts: attempts to reach a server per operation (a command is never
         resent once it may have reached the server).
     :param max_connections: connections per server in the command pool.
-    :param max_batch: most commands per auto-pipelined batch.
-    :param auto_pipeline: coalesce the operations of one event-loop tick into one pipeline.
+    :param max_batch: most operations per auto-pipelined batch; a server's queue that
+        reaches it is sent at once on another connection.
+    :param auto_pipeline: coalesce the operations of one event-loop tick into one pipeline
+        per server, and hold those issued while that server's pipeline awaits its replies
+        for the next one.
     :param health_interval: a pub/sub connection idle this long is PINGed; no answer within
         ``socket_timeout`` counts as a lost connection.
     """
@@ -89,12 +89,6 @@ class DriverOptions:
         }
 
 
-def _no_retry(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(kwargs)
-    out["retry"] = Retry(NoBackoff(), 0)
-    return out
-
-
 #: Connection settings taken over from a client passed in (address, credentials, TLS).
 _CLIENT_KEYS = (
     "host",
@@ -107,108 +101,6 @@ _CLIENT_KEYS = (
     "path",
 )
 _SSL_PREFIX = "ssl_"
-
-
-def stale(conn: Any) -> bool:
-    """True when a connected connection's socket was closed or reset by the server (what
-    redis-py's own check misses after a reset): sending on it could only fail."""
-    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
-    if reader is None or writer is None:
-        return False
-    try:
-        return bool(writer.is_closing() or reader.at_eof() or reader.exception() is not None)
-    except Exception:
-        return True
-
-
-class Node:
-    """One server commands are sent to, with its pool of command connections."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def acquire(self) -> AbstractConnection:
-        """A connected connection; raises before anything is sent if none can be had."""
-        raise NotImplementedError
-
-    async def release(self, conn: AbstractConnection) -> None:
-        raise NotImplementedError
-
-    def dedicated(self) -> AbstractConnection:
-        """A new connection outside the pool (pub/sub), not yet connected."""
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}>"
-
-
-class _PoolNode(Node):
-    __slots__ = ("pool",)
-
-    def __init__(self, name: str, pool: ConnectionPool) -> None:
-        super().__init__(name)
-        self.pool = pool
-
-    async def acquire(self) -> AbstractConnection:
-        # get_connection connects and replaces a connection the server closed meanwhile.
-        conn: Any = await cast(Any, self.pool).get_connection()
-        if stale(conn):
-            try:
-                await conn.disconnect()
-                await conn.connect()
-            except BaseException:
-                await self.pool.release(conn)
-                raise
-        connected: AbstractConnection = conn
-        return connected
-
-    async def release(self, conn: AbstractConnection) -> None:
-        await self.pool.release(conn)
-
-    def dedicated(self) -> AbstractConnection:
-        conn: AbstractConnection = self.pool.connection_class(
-            **_no_retry(self.pool.connection_kwargs)
-        )
-        return conn
-
-
-class _ClusterNode(Node):
-    __slots__ = ("node",)
-
-    def __init__(self, node: ClusterNode) -> None:
-        super().__init__(node.name)
-        self.node = node
-
-    async def acquire(self) -> AbstractConnection:
-        node = self.node
-        conn: Any = node.acquire_connection()
-        try:
-            await node.disconnect_if_needed(conn)
-            if conn.is_connected:
-                # A pooled connection whose server went away reads EOF: replace it before
-                # sending, so a restart does not turn the next command indeterminate.
-                try:
-                    dead = stale(conn) or await conn.can_read()
-                except Exception:
-                    dead = True
-                if dead:
-                    await conn.disconnect()
-            await conn.connect()
-        except BaseException:
-            node.release(conn)
-            raise
-        connected: AbstractConnection = conn
-        return connected
-
-    async def release(self, conn: AbstractConnection) -> None:
-        self.node.release(conn)  # type: ignore[arg-type]
-
-    def dedicated(self) -> AbstractConnection:
-        kwargs = _no_retry(self.node.connection_kwargs)
-        conn: AbstractConnection = self.node.connection_class(**kwargs)
-        return conn
 
 
 class Topology:
@@ -242,9 +134,7 @@ class Topology:
 class StandaloneTopology(Topology):
     def __init__(self, pool: ConnectionPool, *, owned: bool) -> None:
         kwargs = pool.connection_kwargs
-        self._node = _PoolNode(
-            f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}", pool
-        )
+        self._node = PoolNode(f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}", pool)
         self._owned = owned
         self.db = int(kwargs.get("db", 0) or 0)
 
@@ -269,12 +159,12 @@ class ClusterTopology(Topology):
     def __init__(self, client: RedisCluster, *, owned: bool) -> None:
         self.client = client
         self._owned = owned
-        self._nodes: dict[str, _ClusterNode] = {}
+        self._nodes: dict[str, ClusterNodeRef] = {}
 
-    def _wrap(self, node: ClusterNode) -> _ClusterNode:
+    def _wrap(self, node: ClusterNode) -> ClusterNodeRef:
         wrapped = self._nodes.get(node.name)
         if wrapped is None or wrapped.node is not node:
-            wrapped = self._nodes[node.name] = _ClusterNode(node)
+            wrapped = self._nodes[node.name] = ClusterNodeRef(node)
         return wrapped
 
     def keyslot(self, key: str) -> int:

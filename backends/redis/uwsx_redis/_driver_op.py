@@ -32,7 +32,9 @@ class Op:
         "replies",
         "route",
         "scripts",
+        "sent_to",
         "state",
+        "timer",
         "tolerate",
         "unsent",
     )
@@ -60,6 +62,10 @@ class Op:
         self.state = QUEUED
         self.deadline = 0.0
         self.future: asyncio.Future[list[Any]] | None = None
+        #: fails the future at the deadline (armed by the executor, cancelled when done)
+        self.timer: asyncio.TimerHandle | None = None
+        #: the server the last round trip went to (NOSCRIPT reloads the script there)
+        self.sent_to: Node | None = None
         self.replies: list[Any] | None = None
         self.unsent: BaseException | None = None
         self.lost: BaseException | None = None
