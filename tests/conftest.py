@@ -13,6 +13,8 @@ from tests.integration.redis_servers import deployment_fixture
 redis_standalone = deployment_fixture("redis", "standalone")
 redis_cluster = deployment_fixture("redis", "cluster")
 redis_replica = deployment_fixture("redis", "replica")
+redis_tls = deployment_fixture("redis", "tls")
+redis_tls_cluster = deployment_fixture("redis", "tls-cluster")
 valkey_standalone = deployment_fixture("valkey", "standalone")
 valkey_cluster = deployment_fixture("valkey", "cluster")
 pg15 = server_fixture("15")

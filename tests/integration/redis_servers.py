@@ -1,5 +1,7 @@
 """Redis and Valkey deployments for integration tests: standalone, primary + replica, and a
-3-master cluster, started for real (see :mod:`tests.integration.harness` for the search order).
+3-master cluster, started for real (see :mod:`tests.integration.harness` for the search order);
+``tls`` and ``tls-cluster`` are the standalone and cluster layouts serving only TLS, with a
+throwaway CA (:mod:`tests.integration.tls`) whose path the URL carries (``ssl_ca_certs``).
 
 Throwaway servers listen on free loopback ports, keep no data on disk (``--save ''``), publish
 key-expiry events (``--notify-keyspace-events Ex``) and are stopped by PID when the session
@@ -29,6 +31,7 @@ from tests.integration.harness import (
     wait_until,
     which,
 )
+from tests.integration.tls import TlsFiles, make_certificates
 
 __all__ = [
     "RedisDeployment",
@@ -72,6 +75,7 @@ class RedisDeployment:
     argvs: list[list[str]] = field(default_factory=list)
     workdir: Path | None = None
     cleanup: Callable[[], None] | None = None
+    tls: TlsFiles | None = None
 
     @property
     def owned(self) -> bool:
@@ -80,7 +84,7 @@ class RedisDeployment:
     def client(self, index: int = 0) -> Any:
         """A synchronous ``redis.Redis`` to one node (test-side checks only; typed ``Any``
         because redis-py's command methods are untyped)."""
-        return redis.Redis(host="127.0.0.1", port=self.ports[index], socket_timeout=5)
+        return _client(self.ports[index], self.tls, timeout=5)
 
     def kill(self, index: int = 0) -> None:
         """Crash one server (SIGKILL)."""
@@ -92,7 +96,7 @@ class RedisDeployment:
         self.servers[index] = ServerProcess(
             self.argvs[index], name=f"{self.kind}-{self.ports[index]}"
         )
-        _wait_ping(self.ports[index], self.servers[index])
+        _wait_ping(self.ports[index], self.servers[index], tls=self.tls)
 
     def stop(self) -> None:
         for server in self.servers:
@@ -101,23 +105,41 @@ class RedisDeployment:
             self.cleanup()
 
 
-def _wait_ping(port: int, server: ServerProcess | None = None, timeout: float = 15.0) -> None:
+def _client(port: int, tls: TlsFiles | None, *, timeout: float) -> Any:
+    if tls is None:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout)
+    return redis.Redis(
+        host="127.0.0.1", port=port, socket_timeout=timeout, ssl=True, ssl_ca_certs=str(tls.ca)
+    )
+
+
+def _wait_ping(
+    port: int,
+    server: ServerProcess | None = None,
+    timeout: float = 15.0,
+    *,
+    tls: TlsFiles | None = None,
+) -> None:
     def ready() -> bool:
         if server is not None and not server.alive():
             raise RuntimeError(f"server on port {port} exited (see its log)")
-        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as c:
+        with _client(port, tls, timeout=1) as c:
             return bool(c.ping())
 
     wait_until(ready, timeout=timeout, what=f"server on port {port} to answer PING")
 
 
-def _base_args(binary: str, port: int, workdir: Path) -> list[str]:
+def _base_args(binary: str, port: int, workdir: Path, tls: TlsFiles | None = None) -> list[str]:
     # The server writes its own log: ServerProcess(log_path=...) leaves its file handle to the
     # garbage collector, which is a ResourceWarning (an error under filterwarnings=error).
+    listen = ["--port", str(port)]
+    if tls is not None:  # TLS only: the plain port is closed, the cluster bus is TLS too
+        listen = ["--port", "0", "--tls-port", str(port), *tls.server_args(),
+                  "--tls-cluster", "yes", "--tls-replication", "yes"]  # fmt: skip
     return [
         binary,
         "--logfile", str(workdir / f"{port}.log"),
-        "--port", str(port),
+        *listen,
         "--bind", "127.0.0.1",
         "--save", "",
         "--appendonly", "no",
@@ -139,8 +161,8 @@ def _cluster_port() -> int:
     return free_port(also_free=lambda p: port_is_free(p + 10000))
 
 
-def _form_cluster(ports: list[int]) -> None:
-    clients: list[Any] = [redis.Redis(host="127.0.0.1", port=p, socket_timeout=5) for p in ports]
+def _form_cluster(ports: list[int], tls: TlsFiles | None) -> None:
+    clients: list[Any] = [_client(p, tls, timeout=5) for p in ports]
     try:
         step = _SLOTS // len(ports)
         for i, c in enumerate(clients):
@@ -169,16 +191,22 @@ def _form_cluster(ports: list[int]) -> None:
 
 
 def _start_local(kind: str, layout: str, binary: str, workdir: Path) -> RedisDeployment:
-    if layout not in ("standalone", "replica", "cluster"):
+    if layout not in ("standalone", "replica", "cluster", "tls", "tls-cluster"):
         raise ValueError(f"unknown layout {layout!r}")
     dep = RedisDeployment(kind=kind, layout=layout, url="", workdir=workdir)
     scheme = "valkey" if kind == "valkey" else "redis"
+    query = ""
+    if layout.startswith("tls"):
+        dep.tls = make_certificates(workdir / "tls")
+        scheme += "s"
+        query = f"?ssl_ca_certs={dep.tls.ca}"
+    tls = dep.tls
     try:
-        if layout == "standalone":
+        if layout in ("standalone", "tls"):
             port = free_port()
-            _spawn(dep, _base_args(binary, port, workdir), port)
-            _wait_ping(port, dep.servers[0])
-            dep.url = f"{scheme}://127.0.0.1:{port}/0"
+            _spawn(dep, _base_args(binary, port, workdir, tls), port)
+            _wait_ping(port, dep.servers[0], tls=tls)
+            dep.url = f"{scheme}://127.0.0.1:{port}/0{query}"
         elif layout == "replica":
             primary = free_port()
             _spawn(
@@ -209,16 +237,16 @@ def _start_local(kind: str, layout: str, binary: str, workdir: Path) -> RedisDep
             for _ in range(3):
                 port = _cluster_port()
                 argv = [
-                    *_base_args(binary, port, workdir),
+                    *_base_args(binary, port, workdir, tls),
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", f"nodes-{port}.conf",
                     "--cluster-node-timeout", "5000",
                 ]  # fmt: skip
                 _spawn(dep, argv, port)
             for port, server in zip(dep.ports, dep.servers, strict=True):
-                _wait_ping(port, server)
-            _form_cluster(dep.ports)
-            dep.url = f"{scheme}+cluster://127.0.0.1:{dep.ports[0]}"
+                _wait_ping(port, server, tls=tls)
+            _form_cluster(dep.ports, tls)
+            dep.url = f"{scheme}+cluster://127.0.0.1:{dep.ports[0]}{query}"
     except BaseException:
         dep.stop()
         raise
@@ -249,7 +277,7 @@ def _start_container(kind: str) -> tuple[RedisDeployment | None, str]:
 
 def start_deployment(kind: str, layout: str, workdir: Path) -> RedisDeployment:
     """Find or start a deployment (env URL -> local binary -> container -> skip/fail)."""
-    env_kind = kind if layout == "standalone" else f"{kind}_{layout}"
+    env_kind = kind if layout == "standalone" else f"{kind}_{layout}".replace("-", "_")
     url = env_url(env_kind)
     if url:
         return RedisDeployment(kind=kind, layout=layout, url=url)
