@@ -6,6 +6,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from uwsx.ports.backend import Backend
+
+#: A feature test's ``open_backend`` fixture: another client on the test's storage and prefix.
+Opener = Callable[[], Awaitable[Backend]]
+
 
 async def eventually(check: Callable[[], bool], *, timeout: float = 5.0, what: str = "") -> None:
     """Await until ``check()`` is true (yielding to the loop; bounded for real servers)."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 
-from tests.helpers import eventually, settle
+from tests.helpers import Opener, eventually, settle
 from uwsx import CircuitBrokenError
 from uwsx.features.bus import PubSubBus
 from uwsx.metrics import Metrics
@@ -14,8 +12,6 @@ from uwsx.platform import Message
 from uwsx.ports.backend import Backend
 from uwsx.reliability import CircuitBreaker
 from uwsx.testing import CountingBackend, MockConnection, MockPlatform, Published, Subscribed
-
-Opener = Callable[[], Awaitable[Backend]]
 
 
 async def two_instances(

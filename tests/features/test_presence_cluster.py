@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tests.helpers import eventually, eventually_async, settle
+from tests.features.presence_support import diffs, user
+from tests.helpers import Opener, eventually, eventually_async, settle
 from uwsx.features.presence import Presence
 from uwsx.metrics import Metrics
 from uwsx.ports.backend import Backend
@@ -25,21 +25,6 @@ from uwsx.testing import (
     MockPlatform,
     Published,
 )
-
-Opener = Callable[[], Awaitable[Backend]]
-
-
-def user(uid: str, name: str | None = None) -> MockConnection:
-    data: dict[str, Any] = {"id": uid}
-    if name is not None:
-        data["name"] = name
-    return MockConnection(user_data=data)
-
-
-def diffs(p: MockPlatform, topic: str = "room") -> list[Published]:
-    return [
-        m for m in p.published if m.topic == "__presence:" + topic and m.event == "presence_diff"
-    ]
 
 
 def joined_keys(p: MockPlatform, topic: str = "room") -> set[str]:

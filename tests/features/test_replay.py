@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.helpers import eventually_async
+from tests.helpers import Opener, eventually_async
 from uwsx import ReplaySerializationError, ReplayStorageError, UnsupportedBackendError
 from uwsx.features.replay import Gap, IdempotentPublish, ReplayBuffer
 from uwsx.metrics import Metrics
@@ -22,7 +21,6 @@ from uwsx.testing import (
     Sent,
 )
 
-Opener = Callable[[], Awaitable[Backend]]
 STORAGES = ["sortedset", "stream"]
 #: Publishes that certainly trim a size-5 buffer: Redis streams trim approximately, whole
 #: listpack nodes (100 entries by default) at a time, so the oldest entry moves in steps.

@@ -18,11 +18,10 @@ over the ticks their replies arrive in. Those tests state the Postgres numbers s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.helpers import eventually, settle
+from tests.helpers import Opener, eventually, settle
 from uwsx.features.bus import PubSubBus
 from uwsx.features.presence import Presence
 from uwsx.features.replay import ReplayBuffer
@@ -30,8 +29,6 @@ from uwsx.features.sharded_bus import ShardedBus
 from uwsx.platform import Message
 from uwsx.ports.backend import Backend
 from uwsx.testing import CountingBackend, MockConnection, MockPlatform
-
-Opener = Callable[[], Awaitable[Backend]]
 
 #: Kinds whose client applies the operations of one tick in issue order and answers them
 #: together (the auto-pipelining adapters, and memory).
