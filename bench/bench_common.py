@@ -153,26 +153,30 @@ async def rate(
 ) -> Rate:
     """Run ``op(i)`` in ``tasks`` concurrent loops for ``seconds``, ``repeat`` times (after a
     ``warmup``), and report completed operations per second."""
-
-    async def once(duration: float) -> float:
-        done = 0
-        stop = time.perf_counter() + duration
-
-        async def worker(n: int) -> None:
-            nonlocal done
-            i = n
-            while time.perf_counter() < stop:
-                await op(i)
-                i += tasks
-                done += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(tasks)))
-        return done / (time.perf_counter() - started)
-
-    await once(warmup)
-    runs = tuple([await once(seconds) for _ in range(repeat)])
+    await run_once(op, tasks=tasks, seconds=warmup)
+    runs = tuple([(await run_once(op, tasks=tasks, seconds=seconds))[0] for _ in range(repeat)])
     return summarize(runs)
+
+
+async def run_once(
+    op: Callable[[int], Awaitable[object]], *, tasks: int, seconds: float
+) -> tuple[float, float]:
+    """Run ``op(i)`` in ``tasks`` concurrent loops for ``seconds``: operations per second, and
+    client CPU seconds per operation."""
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        nonlocal done
+        i = n
+        while time.perf_counter() < stop:
+            await op(i)
+            i += tasks
+            done += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker(n) for n in range(tasks)))
+    return done / (time.perf_counter() - started), (time.process_time() - cpu) / max(1, done)
 
 
 def summarize(runs: tuple[float, ...]) -> Rate:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import bench_common as bc
@@ -24,24 +23,6 @@ import redis.asyncio
 from uwsx_redis import RedisBackend, open_backend
 
 Op = Callable[[int], Awaitable[object]]
-
-
-async def _once(op: Op, tasks: int, seconds: float) -> tuple[float, float]:
-    """Operations per second, and client CPU seconds per operation."""
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(n: int) -> None:
-        nonlocal done
-        i = n
-        while time.perf_counter() < stop:
-            await op(i)
-            i += tasks
-            done += 1
-
-    started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(n) for n in range(tasks)))
-    return done / (time.perf_counter() - started), (time.process_time() - cpu) / max(1, done)
 
 
 def _cases(raw: redis.asyncio.Redis, piped: RedisBackend, plain: RedisBackend) -> dict[str, Op]:
@@ -68,12 +49,12 @@ async def _measure(
     ops: dict[str, int] = dict.fromkeys(cases, 0)
     trips: dict[str, int] = dict.fromkeys(cases, 0)
     for op in cases.values():  # warm-up: connections opened, scripts cached
-        await _once(op, tasks, 0.2)
+        await bc.run_once(op, tasks=tasks, seconds=0.2)
     for _ in range(repeat):
         for name, op in cases.items():
             backend = owner.get(name)
             before = dict(backend.stats) if backend is not None else {}
-            rate, cost = await _once(op, tasks, seconds)
+            rate, cost = await bc.run_once(op, tasks=tasks, seconds=seconds)
             runs[name].append(rate)
             cpu[name].append(cost)
             if backend is not None:
