@@ -190,8 +190,36 @@ def _form_cluster(ports: list[int], tls: TlsFiles | None) -> None:
             c.close()
 
 
+def _attach_cluster_replica(port: int, masters: list[int], tls: TlsFiles | None) -> None:
+    """Join the node on ``port`` to the cluster of ``masters`` as a replica of the first, and
+    wait until every node knows it as such (a failover needs that)."""
+    clients: list[Any] = [_client(p, tls, timeout=5) for p in [*masters, port]]
+    replica = clients[-1]
+    try:
+        primary_id = clients[0].execute_command("CLUSTER", "MYID").decode()
+        clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+
+        def known() -> bool:
+            mark = f"cluster_known_nodes:{len(clients)}"
+            return all(mark in c.execute_command("CLUSTER", "INFO").decode() for c in clients)
+
+        wait_until(known, timeout=30, what="every node to know the replica", interval=0.05)
+        replica.execute_command("CLUSTER", "REPLICATE", primary_id)
+
+        def attached() -> bool:
+            if replica.info("replication").get("master_link_status") != "up":
+                return False
+            mark = f"slave {primary_id}"
+            return all(mark in c.execute_command("CLUSTER", "NODES").decode() for c in clients)
+
+        wait_until(attached, timeout=30, what="the cluster replica to sync", interval=0.05)
+    finally:
+        for c in clients:
+            c.close()
+
+
 def _start_local(kind: str, layout: str, binary: str, workdir: Path) -> RedisDeployment:
-    if layout not in ("standalone", "replica", "cluster", "tls", "tls-cluster"):
+    if layout not in ("standalone", "replica", "cluster", "cluster-replica", "tls", "tls-cluster"):
         raise ValueError(f"unknown layout {layout!r}")
     dep = RedisDeployment(kind=kind, layout=layout, url="", workdir=workdir)
     scheme = "valkey" if kind == "valkey" else "redis"
@@ -234,18 +262,22 @@ def _start_local(kind: str, layout: str, binary: str, workdir: Path) -> RedisDep
             wait_until(attached, timeout=30, what="the replica to attach")
             dep.url = f"{scheme}://127.0.0.1:{primary}/0"
         else:
-            for _ in range(3):
+            nodes = 4 if layout == "cluster-replica" else 3
+            for _ in range(nodes):
                 port = _cluster_port()
                 argv = [
                     *_base_args(binary, port, workdir, tls),
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", f"nodes-{port}.conf",
                     "--cluster-node-timeout", "5000",
+                    "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
                 ]  # fmt: skip
                 _spawn(dep, argv, port)
             for port, server in zip(dep.ports, dep.servers, strict=True):
                 _wait_ping(port, server, tls=tls)
-            _form_cluster(dep.ports, tls)
+            _form_cluster(dep.ports[:3], tls)
+            if nodes == 4:
+                _attach_cluster_replica(dep.ports[3], dep.ports[:3], tls)
             dep.url = f"{scheme}+cluster://127.0.0.1:{dep.ports[0]}{query}"
     except BaseException:
         dep.stop()

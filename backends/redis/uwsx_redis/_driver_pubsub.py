@@ -49,6 +49,11 @@ class Hub(Protocol):
         """The server dropped ``channels`` here (slot moved); the hub must re-route them."""
         ...
 
+    def unreachable(self, listener: Listener, since: float) -> None:
+        """The listener's node has refused connections for a while (a failover may have
+        replaced it); the hub may move what the listener carries."""
+        ...
+
     def health_changed(self, listener: Listener) -> None: ...
 
 
@@ -188,6 +193,8 @@ class Listener:
                     orphans = sorted(self.channels)
                     self.channels.clear()
                     self.hub.dropped(self, orphans, down_since)
+                elif failures % 3 == 0 and self.role == "expired":
+                    self.hub.unreachable(self, down_since)
                 await self._backoff(failures)
                 continue
             failures = 0

@@ -3,7 +3,10 @@
 Subscriptions ride on dedicated connections (:mod:`uwsx_redis._driver_pubsub`), never on the
 command pool: one for plain channels, one per node for sharded channels (a sharded channel
 lives on the node owning its slot) and one per primary for key-expiry events (keyspace
-notifications are node-local on a cluster). After a reconnect every channel is subscribed again
+notifications are node-local on a cluster; when a primary stays unreachable, the slot map is
+read again and the expiry listeners follow the primaries it names, so a failover's new primary
+is listened to, with the switch reported as a loss window). After a reconnect every channel is
+subscribed again
 and each affected subscription's ``on_loss`` receives the window in which messages may have
 been missed; without ``on_loss`` the loss is logged, and the backend counts every window.
 
@@ -55,6 +58,7 @@ class RedisPubSub:
         self._expiry: dict[int, RedisExpirySubscription] = {}
         self._all: dict[int, RedisSubscription] = {}
         self._tasks = _runtime.current().task_group("uwsx-redis-pubsub")
+        self._following_primaries = False
         self._keyevent = f"__keyevent@{getattr(ctx.topology, 'db', 0)}__:expired".encode()
         #: how many loss windows subscriptions were told about (a metric)
         self.loss_windows = 0
@@ -288,6 +292,38 @@ class RedisPubSub:
             await self._place(kind, wires, lost_since=since)
         except Exception:
             log.exception("could not re-subscribe %d moved channel(s)", len(wires))
+
+    def unreachable(self, listener: Listener, since: float) -> None:
+        if listener.role == "expired" and not self._following_primaries:
+            self._following_primaries = True
+            self._tasks.spawn(self._follow_primaries(since), name="uwsx-expiry-primaries")
+
+    async def _follow_primaries(self, since: float) -> None:
+        """Listen for expiry events on exactly the primaries of the (re-read) slot map; a new
+        primary's listener reports the loss window from ``since``."""
+        try:
+            with contextlib.suppress(Exception):
+                await self._ctx.topology.refresh()
+            if not self._expiry:
+                return
+            primaries = {node.name: node for node in self._ctx.topology.primaries()}
+            for key in [k for k in self._listeners if k[0] == "expired"]:
+                if key[1] not in primaries:
+                    await self._listeners.pop(key).close()
+            added = [
+                self._listener("expired", node, "subscribe")
+                for name, node in primaries.items()
+                if ("expired", name) not in self._listeners
+            ]
+            results = await asyncio.gather(
+                *(lst.add([self._keyevent], lost_since=since) for lst in added),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, Exception):
+                    log.warning("could not listen for expiry events on a new primary: %s", result)
+        finally:
+            self._following_primaries = False
 
     def health_changed(self, listener: Listener) -> None:
         log.debug(
