@@ -1,14 +1,16 @@
-"""A cluster failover for real: 3 masters, one of them with a replica; the master is killed and
-its replica takes its slots over (``CLUSTER FAILOVER TAKEOVER``). Afterwards the adapter sends
-that master's slots to the new one, a sharded subscription on them is moved there with the
-loss reported, and key-expiry events of those slots arrive from the new master (with the loss
-window of the switch reported), without reopening the backend."""
+"""A cluster failover for real, on Redis and on Valkey: 3 masters, one of them with a replica;
+the master is killed and its replica takes its slots over (``CLUSTER FAILOVER TAKEOVER``).
+Afterwards the adapter sends that master's slots to the new one, a sharded subscription on them
+is moved there with the loss reported, and key-expiry events of those slots arrive from the new
+master (with the loss window of the switch reported), without reopening the backend."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.integration.redis.support import Opener, until
 from tests.integration.redis_servers import RedisDeployment, throwaway
@@ -64,10 +66,11 @@ async def _write_when_served(backend: RedisBackend, key: str) -> None:
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("kind", ["redis", "valkey"])
 async def test_failover_moves_commands_sharded_channels_and_expiry_events(
-    tmp_path: Path, open_redis: Opener
+    kind: str, tmp_path: Path, open_redis: Opener
 ) -> None:
-    with throwaway("redis", "cluster-replica", tmp_path) as dep:
+    with throwaway(kind, "cluster-replica", tmp_path) as dep:
         backend = await open_redis(
             dep.url, socket_timeout=1.0, command_timeout=3.0, health_interval=0.5
         )
