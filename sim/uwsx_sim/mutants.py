@@ -115,7 +115,15 @@ def applied_mutant(name: str | None) -> Iterator[Mutant | None]:
 
 def _load_feature_mutants() -> None:
     """Feature workloads define their mutants next to their checkers."""
-    for module in ("bus", "replay", "presence", "groups", "sharded_bus", "cursor"):
+    for module in (
+        "bus",
+        "replay",
+        "replay_mutants",
+        "presence",
+        "groups",
+        "sharded_bus",
+        "cursor",
+    ):
         try:
             importlib.import_module(f"uwsx_sim.workloads.{module}")
         except ImportError:

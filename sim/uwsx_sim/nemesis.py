@@ -16,7 +16,7 @@ clock-drift     the instance's clocks run at rate ``value`` for duration
 loss            drop_request = drop_reply = ``value`` on the instance's link for duration
 latency         the instance's link latency is multiplied by ``value`` for duration
 failover        the backend promotes a replica, losing its unreplicated writes
-backend-restart the backend restarts with no persistence: all data gone, new epoch
+backend-restart the backend crashes and restarts with what its ``persistence`` mode kept
 =============== =============================================================================
 """
 

@@ -28,6 +28,7 @@ from uwsx_sim.clock import BuggifySites, Rng, SimClock, derive_seed
 from uwsx_sim.history import History, Trace
 from uwsx_sim.loop import DEAD, NodeRef, SimLoop
 from uwsx_sim.model.client import SimConnection
+from uwsx_sim.model.persistence import sync_interval
 from uwsx_sim.model.replication import BackendModel
 from uwsx_sim.nemesis import Fault, apply_fault, draw_schedule, heal_all
 from uwsx_sim.net import Link, LinkParams
@@ -63,6 +64,9 @@ class World:
         self.base_skew: list[float] = []
         self.buggify = BuggifySites(derive_seed(seed, "buggify"))
         self.failure: str | None = None
+        backend = scenario.backend
+        # a bad persistence knob is a config error before anything runs
+        sync_interval(str(backend.get("persistence", "none")), backend.get("snapshot_every", "5s"))
         config = self.stream("config")
         self.faults = (
             faults
@@ -132,6 +136,8 @@ class World:
             replicas=int(b.get("replicas", 0)),
             lag=lag,
             epoch_visible=bool(b.get("epoch_visible", True)),
+            persistence=str(b.get("persistence", "none")),
+            snapshot_every=b.get("snapshot_every", "5s"),
         )
         self.model.on_switch = self._switch_all
         self._failover_window = pick(cfg, b.get("failover_window", "0s..2s"))
@@ -244,10 +250,18 @@ class World:
             node.conn.switch(store)
 
     def backend_restart(self) -> None:
-        self.model.restart_empty()
+        """The backend crashes and comes back at once with what its persistence kept: every
+        connection drops; clients reconnect to the restarted server."""
+        old = self.model.primary
+        store = self.model.restart()
+        if store is not old:
+            install_store(store)
         for node in self.nodes:
             if node.conn is not None:
-                node.conn.reset()
+                if store is old:
+                    node.conn.reset()
+                else:
+                    node.conn.switch(store)
 
     def keepalive_expired(self, node: SimNode, gen: int) -> None:
         if node.link.partitioned and node.link.partition_gen == gen and node.conn is not None:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 from uwsx.errors import Indeterminate, Unavailable
 from uwsx.memory import MemoryBackend, MemoryStore
 from uwsx.ports import KV, Capability, Locks, Queue, SortedLog, Stream
-from uwsx.ports.checks import check_space_name
+from uwsx.ports.sorted_log import Appended
 from uwsx_sim.history import canonical
+from uwsx_sim.model.proxies import PORT_METHODS, PROXIES, WaitReply
 from uwsx_sim.model.pubsub import ClientPubSub
 from uwsx_sim.model.replication import run_now
 
@@ -70,115 +71,12 @@ class Endpoint(Protocol):
 
 
 log = logging.getLogger("uwsx_sim")
+_ids = itertools.count(1)
 
 #: ``(backend time, apply serial)`` of the last op the calling task completed (checkers use it)
 LAST_APPLY: contextvars.ContextVar[tuple[float, int]] = contextvars.ContextVar(
     "uwsx_sim_last_apply", default=(0.0, 0)
 )
-
-PORT_METHODS: dict[str, tuple[str, ...]] = {
-    "kv": (
-        "get",
-        "get_many",
-        "set",
-        "set_if_absent",
-        "compare_and_set",
-        "compare_and_delete",
-        "compare_and_expire",
-        "expire",
-        "ttl",
-        "delete",
-        "incr",
-        "delete_prefix",
-        "map_put",
-        "map_put_many",
-        "map_get",
-        "map_items",
-        "map_count",
-        "map_remove",
-        "map_sweep",
-        "map_put_bounded",
-        "bucket_take",
-        "bucket_ban",
-    ),
-    "log": ("append", "read_after", "bounds", "delete", "delete_prefix"),
-    "stream": ("append", "read_after", "bounds", "delete", "delete_prefix", "append_idempotent"),
-    "locks": (
-        "acquire",
-        "renew",
-        "release",
-        "holder",
-        "seize",
-        "try_session_lock",
-        "release_session_lock",
-        "session_lock_held",
-    ),
-    "queue": (
-        "enqueue",
-        "claim",
-        "complete",
-        "fail",
-        "extend",
-        "pending",
-        "clear",
-        "task_insert",
-        "task_rearm",
-        "task_heartbeat",
-        "task_commit",
-        "task_fail",
-        "task_read",
-        "task_list",
-        "task_counts",
-        "task_expire_fence",
-        "task_claim_pending",
-        "task_reclaim_expired",
-        "task_cleanup",
-    ),
-}
-
-_ids = itertools.count(1)
-
-
-class _PortProxy:
-    """Base of the generated per-port proxies."""
-
-    _port = ""
-
-    def __init__(self, conn: SimConnection, space: str | None = None) -> None:
-        self._conn = conn
-        self._space = space
-
-    def space(self, name: str) -> Self:
-        return type(self)(self._conn, check_space_name(name))
-
-    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        conn, port, space = self._conn, self._port, self._space
-
-        def resolve() -> Any:
-            target: Any = getattr(conn.inner, port)
-            if space is not None:
-                target = target.space(space)
-            return getattr(target, method)(*args, **kwargs)
-
-        return await conn.call(f"{port}.{method}", resolve, (port, space, method, args, kwargs))
-
-
-def _make_method(name: str) -> Callable[..., Any]:
-    async def method(self: _PortProxy, *args: Any, **kwargs: Any) -> Any:
-        return await self._call(name, args, kwargs)
-
-    method.__name__ = name
-    return method
-
-
-def _make_proxy(port: str) -> type[_PortProxy]:
-    namespace: dict[str, Any] = {"_port": port, "__slots__": ()}
-    for name in PORT_METHODS[port]:
-        namespace[name] = _make_method(name)
-    return type(f"Sim{port.capitalize()}Proxy", (_PortProxy,), namespace)
-
-
-_PROXIES = {port: _make_proxy(port) for port in PORT_METHODS}
 
 Record = tuple[str, str | None, str, tuple[Any, ...], dict[str, Any]]
 
@@ -204,11 +102,13 @@ class SimConnection:
         self._last_reply = 0.0
         self._requests: deque[tuple[Any, ...]] = deque()
         self._replies: deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = deque()
-        self._kv = cast(KV, _PROXIES["kv"](self))
-        self._log = cast(SortedLog, _PROXIES["log"](self))
-        self._stream = cast(Stream, _PROXIES["stream"](self))
-        self._locks = cast(Locks, _PROXIES["locks"](self))
-        self._queue = cast(Queue, _PROXIES["queue"](self))
+        # a WAIT blocks the connection (Redis reads none of its later commands meanwhile)
+        self._blocked_until = 0.0
+        self._kv = cast(KV, PROXIES["kv"](self))
+        self._log = cast(SortedLog, PROXIES["log"](self))
+        self._stream = cast(Stream, PROXIES["stream"](self))
+        self._locks = cast(Locks, PROXIES["locks"](self))
+        self._queue = cast(Queue, PROXIES["queue"](self))
         self._pubsub = ClientPubSub(self)
 
     # -- the Backend protocol ---------------------------------------------------------
@@ -226,7 +126,10 @@ class SimConnection:
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return self.inner.capabilities
+        caps = self.inner.capabilities
+        if self.world.model.replicas:
+            caps = caps | {Capability.REPLICA_WAIT}  # WAIT needs someone to wait for
+        return caps
 
     @property
     def info(self) -> Mapping[str, str]:
@@ -280,8 +183,16 @@ class SimConnection:
         await self.close()
 
     # -- RPC ---------------------------------------------------------------------
-    async def call(self, label: str, resolve: Callable[[], Any], record: Record | None) -> Any:
-        """Send ``resolve`` to the backend; it runs there atomically at arrival time."""
+    async def call(
+        self,
+        label: str,
+        resolve: Callable[[], Any],
+        record: Record | None,
+        *,
+        wait: tuple[int, float] | None = None,
+    ) -> Any:
+        """Send ``resolve`` to the backend; it runs there atomically at arrival time. With
+        ``wait=(n, timeout)`` the reply waits for ``n`` replicas (WAIT; see :meth:`_wait`)."""
         if self.severed or not self.ref.alive:
             raise Unavailable(f"{self.who} has crashed")
         if self.closed:
@@ -304,7 +215,7 @@ class SimConnection:
                 context=self.node.reply_ctx,
             )
         else:
-            args = (fut, self.gen, sent, label, resolve, record)
+            args = (fut, self.gen, sent, label, resolve, record, wait)
             if link.params.ordered:
                 arrive = self._last_request = max(sent + link.delay(), self._last_request)
                 self._requests.append(args)
@@ -319,6 +230,12 @@ class SimConnection:
         return value
 
     def _arrive_next(self) -> None:
+        loop = self.world.loop
+        # (a tick of slack: the loop rounds timers to whole nanoseconds, and a timer firing a
+        # float ulp before ``_blocked_until`` must not re-arm itself forever)
+        if self._blocked_until > loop.time() + 1e-9:
+            loop.call_at(self._blocked_until, self._arrive_next, context=self.world.context)
+            return
         self._arrive(*self._requests.popleft())
 
     def _reply_next(self) -> None:
@@ -335,6 +252,7 @@ class SimConnection:
         label: str,
         resolve: Callable[[], Any],
         record: Record | None,
+        wait: tuple[int, float] | None = None,
     ) -> None:
         if gen != self.gen:
             return  # the connection was reset while the request was in flight
@@ -346,10 +264,14 @@ class SimConnection:
             # the adapter re-sent after a timeout it hid: applied twice, second reply wins
             value, exc, info = self._apply(label, resolve, record)
         deadline = sent + link.params.request_timeout
+        ready = loop.time()
+        if wait is not None and exc is None and isinstance(value, Appended):
+            value, ready = self._wait(value, wait, ready)
+            deadline += wait[1]  # the adapter's read timeout covers the wait
         if link.reply_lost():
             loop.call_at(deadline, self._reply, fut, None, None, True, context=self.node.reply_ctx)
             return
-        at = loop.time() + link.delay()
+        at = ready + link.delay()
         if link.params.ordered:
             at = self._last_reply = max(at, self._last_reply)
         if at > deadline:
@@ -390,11 +312,37 @@ class SimConnection:
             world.observe(self, label, record, value, at, serial)
         return value, exc, (at, serial)
 
+    def _wait(self, value: Appended, wait: tuple[int, float], now: float) -> tuple[Any, float]:
+        """``WAIT n timeout`` after the append: returns as soon as ``n`` replicas acknowledged
+        every write applied so far, or when the timeout passes, with the count acknowledged
+        by then (Redis: https://redis.io/docs/latest/commands/wait/)."""
+        wanted, timeout = wait
+        model = self.world.model
+        generation, times = model.ack_times(self.inner.store)
+        acks = sorted(times)
+        if wanted <= 0:
+            ready = now
+        elif wanted <= len(acks) and acks[wanted - 1] <= now + timeout:
+            ready = max(now, acks[wanted - 1])
+        else:
+            ready = now + timeout
+        if self.node.link.params.ordered:
+            self._blocked_until = max(self._blocked_until, ready)
+        return WaitReply(value, model, generation, times, ready, wanted), ready
+
     def _reply(
         self, fut: asyncio.Future[Any], value: Any, exc: BaseException | None, lost: bool
     ) -> None:
         if fut.done():
             return
+        if not lost and exc is None and isinstance(value[0], WaitReply):
+            waited = value[0]
+            value = (waited.resolve(), value[1])
+            self.world.trace.backend(
+                self.world.loop.ticks,
+                self.who,
+                f"WAIT {waited.wanted}={value[0].replicas}@{waited.ready:.9f}",
+            )
         if lost:
             fut.set_exception(Indeterminate(f"{self.who}: no reply within the request timeout"))
         elif exc is not None:
@@ -408,6 +356,7 @@ class SimConnection:
         backend, and let subscriptions reconnect (the adapter's behaviour)."""
         self.gen += 1
         self._replies.clear()
+        self._blocked_until = 0.0
         inflight, self.inflight = self.inflight, {}
         for fut in inflight.values():
             self.world.loop.call_soon(

@@ -1,171 +1,53 @@
-"""The backend model: a primary :class:`~uwsx.memory.MemoryStore`, lagging replicas, failover.
+"""The backend model: a primary :class:`~uwsx.memory.MemoryStore`, lagging replicas, failover,
+restarts with persistence, and ``WAIT``.
 
 The memory backend is used unchanged. This module wraps it:
 
 * the primary's writes are recorded as a replication log (the port call, the backend time it
   ran at and the ids it drew); each replica re-runs them in order once its seeded lag has
   passed, with its clock pinned to the primary's apply time and its ids replayed, so a replica
-  is byte-for-byte the primary's state as of its replication offset;
-* :meth:`BackendModel.failover` promotes the most up-to-date replica and **discards the old
-  primary's unreplicated suffix** (Redis asynchronous replication; Jepsen's lost acknowledged
-  writes). Clients switch to the new primary one by one after a seeded detection delay, so the
-  old primary keeps accepting (doomed) writes meanwhile: the split-brain window;
+  is byte-for-byte the primary's state as of its replication offset
+  (:mod:`uwsx_sim.model.replica`);
+* :meth:`BackendModel.failover` promotes the most up-to-date replica (the longest applied
+  prefix, as Redis Sentinel and Cluster pick the highest replication offset) and **discards the
+  old primary's unreplicated suffix** (Redis asynchronous replication; Jepsen's lost
+  acknowledged writes). Clients switch to the new primary one by one after a seeded detection
+  delay, so the old primary keeps accepting (doomed) writes meanwhile: the split-brain window;
 * the promoted store gets a new epoch only when ``epoch_visible`` is set (the adapter reads the
-  replication id); without it, lost writes are silent, which is the point of the switch.
+  replication id); without it, lost writes are silent, which is the point of the switch;
+* :meth:`BackendModel.restart` restarts the primary with what its persistence mode kept
+  (:mod:`uwsx_sim.model.persistence`); the replicas then resynchronise from it;
+* :meth:`BackendModel.ack_times` and :meth:`BackendModel.acked_by` are ``WAIT``: when each
+  replica acknowledges a client's writes, and how many had by a given instant.
 """
 
 from __future__ import annotations
 
-import copy
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from uwsx._runtime.clock import Clock
-from uwsx._runtime.ids import SeededIds
-from uwsx.memory import MemoryBackend, MemoryStore
+from uwsx.memory import MemoryStore
 from uwsx_sim.clock import Rng
-
-__all__ = ["READ_ONLY", "BackendModel", "RecordingIds", "ReplicaClock", "WriteRecord"]
-
-#: Port methods that never change data; everything else on kv/log/stream/locks/queue replicates.
-READ_ONLY = frozenset(
-    {
-        "get",
-        "get_many",
-        "ttl",
-        "map_get",
-        "map_items",
-        "map_count",
-        "read_after",
-        "bounds",
-        "holder",
-        "pending",
-        "task_read",
-        "task_list",
-        "task_counts",
-        "session_lock_held",
-        "try_session_lock",
-        "release_session_lock",
-    }
+from uwsx_sim.model.persistence import Disk, sync_interval
+from uwsx_sim.model.replica import (
+    READ_ONLY,
+    RecordingIds,
+    Replica,
+    ReplicaClock,
+    WriteRecord,
+    copy_state,
+    run_now,
 )
 
-
-class RecordingIds:
-    """The primary's ids: seeded, and every value drawn during an op is kept for replicas."""
-
-    def __init__(self, rng: Rng) -> None:
-        self._ids = SeededIds(rng)
-        self.drawn: list[str] = []
-
-    def hex(self, nbytes: int = 8) -> str:
-        value = self._ids.hex(nbytes)
-        self.drawn.append(value)
-        return value
-
-    def uuid(self) -> str:
-        value = self._ids.uuid()
-        self.drawn.append(value)
-        return value
-
-
-class ReplayIds:
-    """A replica's ids: replays what the primary drew for the op being re-run."""
-
-    def __init__(self, rng: Rng) -> None:
-        self._fallback = SeededIds(rng)
-        self.queue: deque[str] = deque()
-
-    def hex(self, nbytes: int = 8) -> str:
-        return self.queue.popleft() if self.queue else self._fallback.hex(nbytes)
-
-    def uuid(self) -> str:
-        return self.queue.popleft() if self.queue else self._fallback.uuid()
-
-
-class ReplicaClock:
-    """The backend clock, pinned to the primary's apply time while a replica re-runs an op."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.pinned: float | None = None
-
-    def monotonic(self) -> float:
-        return self._clock.monotonic() if self.pinned is None else self.pinned
-
-    def wall(self) -> float:
-        return self._clock.wall()
-
-    async def sleep(self, seconds: float) -> None:
-        await self._clock.sleep(seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteRecord:
-    """One replicated port call."""
-
-    prefix: str
-    port: str
-    space: str | None
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    at: float
-    ids: tuple[str, ...]
-    due: float
-
-
-def run_now(coro: Any) -> Any:
-    """Run a port coroutine that never suspends (every memory op but pub/sub close)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise RuntimeError("a simulated backend op suspended; it would not be atomic")
-
-
-class Replica:
-    """A store that re-runs the primary's writes after a lag."""
-
-    def __init__(self, name: str, clock: Clock, rng: Rng, lag: tuple[float, float]) -> None:
-        self.clock = ReplicaClock(clock)
-        self.ids = ReplayIds(rng.split("ids"))
-        self.store = MemoryStore(name, clock=self.clock, ids=self.ids)
-        self.rng = rng
-        self.lag = lag
-        self.pending: deque[WriteRecord] = deque()
-        self.applied = 0
-        self._clients: dict[str, MemoryBackend] = {}
-        self._last_due = 0.0
-
-    def due_for(self, at: float) -> float:
-        due = max(self._last_due, at + self.rng.uniform(*self.lag))
-        self._last_due = due
-        return due
-
-    def catch_up(self, now: float) -> None:
-        while self.pending and self.pending[0].due <= now:
-            self._apply(self.pending.popleft())
-
-    def _apply(self, rec: WriteRecord) -> None:
-        client = self._clients.get(rec.prefix)
-        if client is None:
-            client = self._clients[rec.prefix] = MemoryBackend(self.store, key_prefix=rec.prefix)
-        port: Any = getattr(client, rec.port)
-        if rec.space is not None:
-            port = port.space(rec.space)
-        self.clock.pinned = rec.at
-        self.ids.queue.extend(rec.ids)
-        try:
-            run_now(getattr(port, rec.method)(*rec.args, **rec.kwargs))
-        except Exception:
-            pass
-        finally:
-            self.clock.pinned = None
-            self.ids.queue.clear()
-        self.applied += 1
+__all__ = [
+    "READ_ONLY",
+    "BackendModel",
+    "RecordingIds",
+    "ReplicaClock",
+    "WriteRecord",
+    "run_now",
+]
 
 
 class BackendModel:
@@ -184,6 +66,8 @@ class BackendModel:
         replicas: int = 0,
         lag: tuple[float, float] = (0.001, 0.05),
         epoch_visible: bool = True,
+        persistence: str = "none",
+        snapshot_every: object = "5s",
     ) -> None:
         self.name = name
         self.clock = clock
@@ -198,6 +82,24 @@ class BackendModel:
         #: writes acknowledged by a primary and then lost by a failover
         self.lost_writes = 0
         self.on_switch: Callable[[MemoryStore], None] | None = None
+        self.persistence = persistence
+        self._sync_every = sync_interval(persistence, snapshot_every)
+        self.restarts = 0
+        #: generation -> backend time it ended (a failover or a restart)
+        self.ended: dict[int, float] = {}
+        self.disk = self._new_disk()
+
+    def _new_disk(self) -> Disk | None:
+        if self._sync_every is None:
+            return None
+        disk = Disk(
+            f"{self.name}-disk{self.generation}",
+            self.clock,
+            self.rng.split("disk"),
+            self._sync_every,
+        )
+        copy_state(self.primary, disk.store)
+        return disk
 
     def _new_replica(self, i: int) -> Replica:
         rep = Replica(
@@ -229,7 +131,8 @@ class BackendModel:
         if store is not self.primary:
             self.lost_writes += 1  # acknowledged by a demoted primary: gone
             return
-        for rep in self.replicas:
+        targets = self.replicas if self.disk is None else [*self.replicas, self.disk]
+        for rep in targets:
             rep.catch_up(at)
             rep.pending.append(
                 WriteRecord(prefix, port, space, method, args, kwargs, at, drawn, rep.due_for(at))
@@ -246,7 +149,7 @@ class BackendModel:
         now = self.clock.monotonic()
         for rep in self.replicas:
             rep.catch_up(now)
-        best = max(self.replicas, key=lambda r: (r.applied, -self.replicas.index(r)))
+        best = self.promotion_candidate()
         self.lost_writes += len(best.pending)
         best.pending.clear()
         old = self.primary
@@ -257,28 +160,84 @@ class BackendModel:
         new.epoch = self.ids.hex(4) if self.epoch_visible else old.epoch
         self.ids.drawn.clear()
         self.primary = new
-        self.generation += 1
+        self._next_generation(now)
         self.failovers += 1
         self.replicas = [self._copy_replica(i) for i in range(len(self.replicas))]
+        if self.disk is not None:
+            self.disk = self._new_disk()  # the promoted replica's own files
         if self.on_switch is not None:
             self.on_switch(new)
         return new
 
+    def promotion_candidate(self) -> Replica:
+        """The replica with the longest applied prefix (the first one on a tie): it holds
+        every write any replica acknowledged, so a write ``WAIT`` counted survives."""
+        return max(self.replicas, key=lambda r: (r.applied, -self.replicas.index(r)))
+
     def _copy_replica(self, i: int) -> Replica:
         rep = self._new_replica(i)
-        src, dst = self.primary, rep.store
-        for attr in ("keys", "logs", "fences", "leases", "queues", "_expiry_heap"):
-            setattr(dst, attr, copy.deepcopy(getattr(src, attr)))
-        dst._serial = src._serial
-        dst._heap_serial = src._heap_serial
-        dst.epoch = src.epoch
+        copy_state(self.primary, rep.store)
         return rep
+
+    def _next_generation(self, now: float) -> None:
+        """Acknowledged writes may have been lost: a new generation (ground truth for the
+        checkers) begins, and replica acknowledgements of the old one stop counting."""
+        self.ended[self.generation] = now
+        self.generation += 1
+
+    def restart_epoch(self, old: str) -> str:
+        """The epoch after a restart that kept data: new when the adapter reads the server's
+        replication id (a crashed server comes back with a new one), else the old one."""
+        return self.ids.hex(4) if self.epoch_visible else old
+
+    def restart(self) -> MemoryStore:
+        """The primary crashes and restarts with what its persistence mode kept; the replicas
+        resynchronise from it. Returns the new primary (the same store for ``none``)."""
+        self.restarts += 1
+        if self.disk is None:
+            return self.restart_empty()
+        now = self.clock.monotonic()
+        disk = self.disk
+        disk.catch_up(now)
+        self.lost_writes += len(disk.pending)  # written, never synced
+        disk.pending.clear()
+        old, new = self.primary, disk.store
+        new.clock = self.clock
+        new.ids = self.ids
+        new.name = old.name
+        # data-derived epochs (a log's incarnation) never repeat: a counter lost with the
+        # unsynced suffix is recreated with a new one, as the server clock moves on
+        new._serial = max(new._serial, old._serial)
+        new.epoch = self.restart_epoch(old.epoch)
+        self.ids.drawn.clear()
+        self.primary = new
+        self._next_generation(now)
+        self.replicas = [self._copy_replica(i) for i in range(len(self.replicas))]
+        self.disk = self._new_disk()
+        return new
 
     def restart_empty(self) -> MemoryStore:
         """The primary restarts without persistence: every key is gone, the epoch changes."""
         self.primary.reset()
+        self._next_generation(self.clock.monotonic())
         for i, rep in enumerate(self.replicas):
             self.replicas[i] = self._copy_replica(i)
             rep.pending.clear()
         self.ids.drawn.clear()
         return self.primary
+
+    # -- WAIT ----------------------------------------------------------------------
+    def ack_times(self, store: MemoryStore) -> tuple[int, list[float]]:
+        """``(generation, times)``: when each replica has acknowledged every write applied on
+        ``store`` so far (call right after the client's write). A store that is no longer the
+        primary has no replicas: nothing it applies is ever acknowledged."""
+        if store is not self.primary:
+            return self.generation, []
+        now = self.clock.monotonic()
+        return self.generation, [r.pending[-1].due if r.pending else now for r in self.replicas]
+
+    def acked_by(self, generation: int, times: list[float], at: float) -> int:
+        """How many replicas had acknowledged by ``at``: acknowledgements after the generation
+        ended (failover, restart) do not count, that replication stream is gone."""
+        limit = min(at, self.ended.get(generation, at))
+        return sum(1 for t in times if t <= limit)

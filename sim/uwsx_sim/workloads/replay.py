@@ -15,6 +15,12 @@ Invariants (``uwsx.features.replay`` docstring):
 * RP-3 every acknowledged publish is still stored at the end (unless trimmed by ``size``), or
   the backend epoch changed since it was acknowledged (loss was signalled at the port);
 * RP-4 after heal every consumer on a live instance catches up to the head.
+
+Knobs: ``topics``, ``publishers_per_instance``, ``size``, ``think``, ``poll``, and for durable
+acknowledgements ``durability = "replicated"`` with ``min_replicas`` and
+``replication_timeout``: a publish then counts as acknowledged only once ``WAIT`` reported
+enough replicas; a :class:`~uwsx.errors.ReplicationTimeoutError` is an indeterminate publish
+(stored on the primary, maybe lost by a failover).
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from uwsx.errors import Indeterminate, ReplayStorageError, Unavailable
+from uwsx.errors import (
+    Indeterminate,
+    ReplayStorageError,
+    ReplicationTimeoutError,
+    Unavailable,
+)
 from uwsx.features.replay import ReplayBuffer
 from uwsx.memory.logs import MemorySortedLog
 from uwsx.platform import LocalPlatform
@@ -31,8 +42,7 @@ from uwsx.ports.sorted_log import Appended, LogEntry
 from uwsx_sim.clock import Rng
 from uwsx_sim.history import OpType
 from uwsx_sim.model.client import LAST_APPLY
-from uwsx_sim.mutants import Mutant, register
-from uwsx_sim.scenario import parse_range
+from uwsx_sim.scenario import parse_duration, parse_range
 from uwsx_sim.workloads.base import Verdict, Workload
 
 if TYPE_CHECKING:
@@ -86,6 +96,20 @@ class ReplayWorkload(Workload):
         self.size = self.int_knob("size", 50)
         self.think = parse_range(self.spec.get("think", "50ms..300ms"))
         self.poll = parse_range(self.spec.get("poll", "200ms..1s"))
+        durability = self.spec.get("durability")
+        if durability not in (None, "replicated"):
+            raise ValueError(
+                f"replay workload: durability must be 'replicated', not {durability!r}"
+            )
+        self.durable: dict[str, Any] = (
+            {
+                "durability": "replicated",
+                "min_replicas": self.int_knob("min_replicas", 1),
+                "replication_timeout": parse_duration(self.spec.get("replication_timeout", "1s")),
+            }
+            if durability
+            else {}
+        )
         self.consumers = {n: Consumer(f"c{n}") for n in range(world.scenario.instances)}
         self.acked: list[Acked] = []
         self.violations: dict[str, tuple[float, str]] = {}
@@ -101,7 +125,7 @@ class ReplayWorkload(Workload):
         conn = node.conn
         assert conn is not None
         platform = LocalPlatform()
-        replay = ReplayBuffer(conn, size=self.size)
+        replay = ReplayBuffer(conn, size=self.size, **self.durable)
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(self._publisher(node, replay, platform, p))
@@ -142,7 +166,14 @@ class ReplayWorkload(Workload):
                 )
                 self.history.complete(inv, kind, repr(exc.cause), self.now())
                 continue
+            except ReplicationTimeoutError as exc:
+                # stored on the primary, too few replicas in time: not acknowledged
+                self.sometimes("replication timeout")
+                self.history.complete(inv, "info", repr(exc), self.now())
+                continue
             self.history.complete(inv, "ok", seq, self.now())
+            if self.durable:
+                self.sometimes("acknowledged by replicas")
             if seq is not None:
                 # the epoch of the store that applied this very append (ground truth)
                 epoch = self.epochs.get(LAST_APPLY.get()[1], "?")
@@ -353,106 +384,3 @@ def _entry_id(entry: LogEntry) -> str:
     except ValueError:
         return ""
     return str(data.get("id")) if isinstance(data, dict) else ""
-
-
-def _stale_counter_append(original: Any) -> Any:
-    async def append(
-        self: Any,
-        log: str,
-        event: str,
-        data: str,
-        *,
-        max_size: int,
-        ttl: float | None = None,
-        replicas: Any = None,
-    ) -> Appended:
-        state = self._state(log, create=True)
-        seen = self.__dict__.setdefault("_mutant_seen", {})
-        now = self._store.now()
-        cached = seen.get(log)
-        # the bug: the seq comes from a counter this client read a moment ago
-        base = cached[0] if cached is not None and now - cached[1] < 0.5 else state.counter
-        seq = base + 1
-        state.counter = max(state.counter, seq)
-        state.entries.append(LogEntry(seq, event, data))
-        while len(state.entries) > max_size:
-            state.entries.popleft()
-        seen[log] = (seq, now)
-        return Appended(seq)
-
-    return append
-
-
-def _no_truncated_frame(original: Any) -> Any:
-    async def replay(
-        self: Any,
-        conn: Any,
-        topic: str,
-        since_seq: int,
-        platform: Any,
-        req_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        class Quiet:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(platform, name)
-
-            def send(self, c: Any, channel: str, event: str, data: Any = None) -> int:
-                if event == "truncated":
-                    return 0  # the bug: the gap is never announced
-                result: int = platform.send(c, channel, event, data)
-                return result
-
-        await original(self, conn, topic, since_seq, Quiet(), req_id, **kwargs)
-
-    return replay
-
-
-def _epoch_ignored(original: Any) -> Any:
-    async def replay(
-        self: Any,
-        conn: Any,
-        topic: str,
-        since_seq: int,
-        platform: Any,
-        req_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        # the bug: the client's epoch is dropped, so positions from before a lossy failover
-        # are trusted and reused seqs are skipped silently
-        kwargs.pop("epoch", None)
-        await original(self, conn, topic, since_seq, platform, req_id, **kwargs)
-
-    return replay
-
-
-register(
-    Mutant(
-        "replay-seq-not-atomic",
-        "the log's seq comes from a client's stale read of the counter",
-        "replay-crash",
-        "RP-1",
-        "uwsx.memory.logs:MemorySortedLog.append",
-        _stale_counter_append,
-    )
-)
-register(
-    Mutant(
-        "replay-no-truncated-frame",
-        "resume never announces messages trimmed from storage",
-        "replay-crash",
-        "RP-2",
-        "uwsx.features.replay:ReplayBuffer.replay",
-        _no_truncated_frame,
-    )
-)
-register(
-    Mutant(
-        "replay-ignores-epoch",
-        "resume trusts a position from before the backend lost acknowledged writes",
-        "replay-failover",
-        "RP-2",
-        "uwsx.features.replay:ReplayBuffer.replay",
-        _epoch_ignored,
-    )
-)
