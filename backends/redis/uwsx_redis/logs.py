@@ -2,8 +2,10 @@
 
 Each log keeps a counter hash ``{seq, epoch}`` that never expires next to its entries; both
 (and a stream's dedup records) carry the log name as hash tag, so every operation is one script
-or command on one slot. The epoch is the server time at which the counter was created: it
-changes whenever the counter had to be recreated (deleted, or lost with the server's data).
+or command on one slot. The epoch is the server time at which the counter was created plus
+the ``run_id`` of the process serving the log: it changes whenever the counter had to be
+recreated (deleted, or lost with the server's data) and whenever another process serves the log
+(a restart or a failover, either of which may have lost acknowledged appends).
 """
 
 from __future__ import annotations
