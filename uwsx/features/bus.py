@@ -149,6 +149,7 @@ class PubSubBus:
         self._tasks = rt.task_group("PubSubBus")
         self._target: Platform | None = None
         self._subscription: Subscription | None = None
+        self._activating = asyncio.Lock()
         self._unlisten: Callable[[], None] | None = None
         self._queue: list[tuple[str, int]] = []
         self._flush_scheduled = False
@@ -199,7 +200,12 @@ class PubSubBus:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self._flush)
+                loop = asyncio.get_running_loop()
+                if _runtime.buggify("bus.flush_late"):
+                    # A busy loop runs the flush a tick later: later publishes join the batch.
+                    loop.call_soon(loop.call_soon, self._flush)
+                else:
+                    loop.call_soon(self._flush)
             except RuntimeError:
                 # No running loop (a sync caller): relay on the next tick of whatever loop runs.
                 self._flush_scheduled = False
@@ -237,18 +243,30 @@ class PubSubBus:
     # -- lifecycle -------------------------------------------------------------------
     async def activate(self, platform: Platform) -> None:
         """Start receiving: inbound messages are published on ``platform``. Calling it again
-        only retargets delivery."""
+        only retargets delivery. Concurrent calls (``hooks.open`` of connections opening
+        together) share one subscription: two would deliver every message twice."""
         self._target = platform
         if self._subscription is not None:
             return
+        async with self._activating:
+            if self.active:  # another call subscribed while this one waited
+                return
+            self._target = platform  # an activation that failed meanwhile cleared it
+            await self._subscribe()
+
+    async def _subscribe(self) -> None:
         if self._breaker is not None:
             self._breaker.guard()
             if self._unlisten is None:
                 self._unlisten = self._breaker.subscribe(self._on_breaker)
         try:
-            self._subscription = await self._pubsub.subscribe(
+            subscription = await self._pubsub.subscribe(
                 [self.channel], self._on_message, on_loss=self._on_loss
             )
+            if _runtime.buggify("bus.subscribe_ack_late"):
+                # The subscribe reply is processed after the first messages were delivered.
+                await self._clock.sleep(0)
+            self._subscription = subscription
         except Exception as exc:
             if self._breaker is not None:
                 self._breaker.failure(exc)

@@ -201,6 +201,9 @@ class Cursor:
                 )
 
     async def _trailing(self, topic: str, entry: CursorEntry, delay: float) -> None:
+        if _runtime.buggify("cursor.trailing_late"):
+            # A loaded loop fires the trailing edge late (the throttle is only a minimum).
+            delay += self.throttle
         await self._clock.sleep(delay)
         entry.trailing = None
         if entry.alive:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from uwsx._runtime import buggify
 from uwsx.features._envelope import EnvelopeValidator
 from uwsx.features._json import dumps, loads
 from uwsx.features.cursor_order import RemoteVersions
@@ -122,6 +123,9 @@ class CursorRelay:
         """Publish other instances' live entries of every active topic locally (``bulk``)."""
         own = self._cursor.instance_id + ":"
         for topic in self._cursor.active_topics():
+            if buggify("cursor.backfill_late"):
+                # The backfill read goes out late: live relays arrive before (and during) it.
+                await self._cursor._clock.sleep(0.01)
             try:
                 items = await self._cursor._kv.map_items(self._cursor.key(topic))
             except Exception as exc:

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from uwsx._runtime import buggify
 from uwsx.reliability.breaker import with_breaker
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class CursorWriter:
         batch: list[_Write] = []
         try:
             while self._queue:
+                if buggify("cursor.writer_late"):
+                    # The writer task runs a tick late: later broadcasts join its batch.
+                    await self._cursor._clock.sleep(0)
                 batch, self._queue = self._queue, []
                 await self._write(batch)
                 _finish(batch)

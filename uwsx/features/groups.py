@@ -251,6 +251,9 @@ class Group:
                 unless_key=self._closed_key,
             ),
         )
+        if _runtime.buggify("groups.join_reply_late"):
+            # The put's reply is handled late: a close, leave or heartbeat runs first.
+            await self._clock.sleep(0)
         if put.status == "closed":
             self._closed = True
             return False

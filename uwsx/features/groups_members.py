@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from uwsx._runtime import buggify
 from uwsx.features._json import dumps, loads
 from uwsx.platform import Connection
 
@@ -124,7 +125,11 @@ async def beat_loop(group: Group) -> None:
     """Heartbeats while the group has local members (restarted by the next join)."""
     interval = heartbeat_interval(group.member_ttl)
     while group._members:
-        await group._clock.sleep(interval)
+        delay = interval
+        if buggify("groups.heartbeat_late"):
+            # A loaded loop runs the timer late; two refreshes still fit in member_ttl.
+            delay += interval / 2
+        await group._clock.sleep(delay)
         await beat(group)
 
 
@@ -152,6 +157,9 @@ async def beat(group: Group) -> None:
             await group._announce_leave(conn, member, group._platform)
     if not members or (group._breaker is not None and not group._breaker.is_healthy):
         return
+    if buggify("groups.heartbeat_yield"):
+        # Joins, leaves and remote events run between the cleanup and the refresh.
+        await group._clock.sleep(0)
     async with group._write_lock:
         snapshot = list(members.items())
         if not snapshot:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from uwsx._runtime import Runtime
+from uwsx._runtime import Runtime, buggify
 from uwsx.features.presence_core import alive
 from uwsx.metrics import MetricsLike
 from uwsx.platform import Connection, Platform
@@ -97,7 +97,12 @@ class PresenceBackground:
 
     async def _run(self) -> None:
         while True:
-            await self._clock.sleep(self._presence.heartbeat)
+            p = self._presence
+            delay = p.heartbeat
+            if buggify("presence.heartbeat_late"):
+                # A loaded loop runs the timer late, by well under the ttl's margin.
+                delay += min(p.heartbeat, p.ttl - p.heartbeat) / 4
+            await self._clock.sleep(delay)
             try:
                 await self.beat()
             except Exception:
@@ -119,7 +124,7 @@ class PresenceBackground:
         breaker = p._breaker
         if breaker is None or breaker.is_healthy:
             # Refreshes and reads are issued in the same tick: one round trip.
-            await asyncio.gather(self._refresh(platform), self.reconcile())
+            await asyncio.gather(self._refresh(platform), self._reconcile_in_tick())
         self.latency = self._clock.monotonic() - started
         self._m_latency.set(self.latency * 1000)
 
@@ -139,6 +144,12 @@ class PresenceBackground:
         if platform is not None:
             for topic, entries in held.items():
                 platform.publish(_STATE + topic, "heartbeat", list(entries))
+
+    async def _reconcile_in_tick(self) -> None:
+        if buggify("presence.heartbeat_split"):
+            # A pooled adapter sends the reads apart from the refreshes, in either order.
+            await self._clock.sleep(0)
+        await self.reconcile()
 
     async def reconcile(self) -> None:
         """Re-read every topic with a local audience and emit the differences."""

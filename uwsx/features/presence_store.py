@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from uwsx._runtime import buggify
 from uwsx.features.presence_data import encode_entry, field_name, user_prefix
 from uwsx.ports.kv import KV, MapRemoval
 from uwsx.reliability.breaker import CircuitBreaker, with_breaker
@@ -244,7 +245,9 @@ class PresenceStore:
         if failed:
             return PutRead(others, {}, failed[0])
         assert isinstance(items, dict)
-        if items.get(self.field(user_key)) != encode_entry(data, ts):
+        missed = items.get(self.field(user_key)) != encode_entry(data, ts)
+        # ``presence.snapshot_reread``: the pooled path, as if the read had overtaken the write.
+        if missed or buggify("presence.snapshot_reread"):
             # This adapter did not apply the tick's operations in order (a pooled backend):
             # read again now that the write is known to be done.
             try:
@@ -299,7 +302,8 @@ class PresenceStore:
         """Run ``read`` for ``topic``, or wait for one already running that started after
         write number ``after`` completed."""
         running = self._reads.get(topic)
-        if running is not None and running[0] >= after:
+        # ``presence.read_unshared``: the shared read is missed (it finished the same tick).
+        if running is not None and not buggify("presence.read_unshared") and running[0] >= after:
             await asyncio.shield(running[1])
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

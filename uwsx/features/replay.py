@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from uwsx import _runtime
 from uwsx.connect import require
 from uwsx.errors import ReplaySerializationError, ReplayStorageError, ReplicationTimeoutError
 from uwsx.features._json import dumps, loads
@@ -347,11 +348,20 @@ class ReplayBuffer:
         name = self._name(topic)
 
         async def read(after: int) -> tuple[Any, list[LogEntry]]:
+            if _runtime.buggify("replay.read_split"):
+                # Over a connection pool the two reads are separate requests, answered in
+                # either order with other clients' writes (or a failover) in between.
+                entries = await self._log.read_after(name, after)
+                await _runtime.current().clock.sleep(0)
+                return await self._log.bounds(name), entries
             return await asyncio.gather(self._log.bounds(name), self._log.read_after(name, after))
 
         bounds, entries = await with_breaker(self._breaker, lambda: read(since_seq))
         stale_epoch = since_seq > 0 and epoch is not None and epoch != bounds.epoch
         if stale_epoch:
+            if _runtime.buggify("replay.reread_late"):
+                # The re-read after an epoch change goes out late (a loop busy for 10 ms).
+                await _runtime.current().clock.sleep(0.01)
             bounds, entries = await with_breaker(self._breaker, lambda: read(0))
         if since_seq > 0 and (
             stale_epoch

@@ -219,9 +219,14 @@ class ShardedBus:
         self._queue.setdefault(channel, []).append((envelope, topics))
         if not self._flush_scheduled:
             try:
-                asyncio.get_running_loop().call_soon(self._flush)
+                loop = asyncio.get_running_loop()
             except RuntimeError:
                 return  # no loop: relayed with the next burst that has one
+            if _runtime.buggify("sharded_bus.flush_late"):
+                # A busy loop runs the flush a tick later: later publishes join the batch.
+                loop.call_soon(loop.call_soon, self._flush)
+            else:
+                loop.call_soon(self._flush)
             self._flush_scheduled = True
 
     def _flush(self) -> None:
@@ -324,6 +329,9 @@ class ShardedBus:
             )
         channel = self._refs.bump(topic)
         try:
+            if _runtime.buggify("sharded_bus.follow_yield"):
+                # The lock is contended: other follows and unfollows run first.
+                await self._clock.sleep(0)
             await self._reconcile([channel], strict=True)
         except BaseException:
             self._refs.unbump(topic)
@@ -403,6 +411,10 @@ class ShardedBus:
     async def resync(self) -> None:
         """Reconcile every channel (followed or subscribed) with the refcounts; failures are
         logged. Runs after the subscription reconnected."""
+        if _runtime.buggify("sharded_bus.resync_late"):
+            # The resync after a reconnect runs late (a loop busy for 10 ms): messages and
+            # follows arrive first.
+            await self._clock.sleep(0.01)
         sub = self._subscription
         if sub is not None:
             await self._reconcile(set(self._refs.channels) | set(sub.channels), strict=False)
