@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 from uwsx.errors import BackendError
@@ -13,6 +14,10 @@ from uwsx.ports.kv import BoundedPut, BucketResult, MapRemoval
 __all__ = ["MemoryKV"]
 
 _BUCKET_GRACE = 60.0
+#: Counters are signed 64-bit, stored in canonical decimal (no sign on 0, no leading zeros,
+#: no blanks, ASCII digits): exactly what Redis INCRBY accepts, so the model refuses the same.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CANONICAL_INT = re.compile(r"(?:0|-?[1-9][0-9]*)\Z")
 
 
 def _check_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
@@ -124,14 +129,23 @@ class MemoryKV:
         k, t = self._k(key), check_ttl(ttl)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError(f"amount must be an int, got {type(amount).__name__}")
+        if not _INT64_MIN <= amount <= _INT64_MAX:
+            raise BackendError(f"incr amount {amount} is outside the signed 64-bit range")
         entry = self._store.live(k, "string")
         current = 0
         if entry is not None:
-            try:
-                current = int(entry.value)
-            except ValueError:
-                raise BackendError(f"value of key {key!r} is not an integer") from None
-        else:
+            stored = entry.value
+            # The length bound also keeps int() clear of its digit limit on huge values.
+            if (
+                len(stored) > 20
+                or not _CANONICAL_INT.match(stored)
+                or not _INT64_MIN <= int(stored) <= _INT64_MAX
+            ):
+                raise BackendError(f"value of key {key!r} is not a 64-bit integer")
+            current = int(stored)
+        if not _INT64_MIN <= current + amount <= _INT64_MAX:
+            raise BackendError(f"incr of key {key!r} would overflow a signed 64-bit integer")
+        if entry is None:
             entry = self._store.create(k, "string")
         entry.value = str(current + amount)
         if t is not None:
@@ -188,6 +202,7 @@ class MemoryKV:
     async def map_put_many(
         self, key: str, items: Mapping[str, str], *, ttl: float | None = None
     ) -> None:
+        self._k(key)  # the key is checked even when there is nothing to store
         t = check_ttl(ttl)
         checked = {check_key(f, "field"): check_value(v) for f, v in items.items()}
         if not checked:

@@ -110,7 +110,9 @@ class MemoryLocks:
     async def release_session_lock(self, lock: SessionLock) -> bool:
         k = self._k(lock.key)
         held = self._store.session_locks.get(k)
-        if held is None or held[0] != lock.session or lock.session != self.session:
+        # The fence must match too: a handle from an earlier acquisition of the same key by
+        # this session must not release the current one (Postgres compares it as well).
+        if held != (lock.session, lock.fence) or lock.session != self.session:
             return False
         del self._store.session_locks[k]
         return True

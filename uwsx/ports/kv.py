@@ -157,7 +157,12 @@ class KV(Protocol):
 
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         """Add ``amount`` to an integer counter (absent = 0) and return the new value. With
-        ``ttl`` the key's TTL is reset on every call; without it an existing TTL is kept."""
+        ``ttl`` the key's TTL is reset on every call; without it an existing TTL is kept.
+
+        Counters are signed 64-bit integers stored as canonical decimal text (``0`` or
+        ``-?[1-9][0-9]*``): a stored value in any other form (``" 3"``, ``"+4"``, ``"01"``),
+        an ``amount`` outside that range, or a result that would overflow raises
+        :class:`~uwsx.errors.BackendError` and changes nothing."""
         ...
 
     async def delete_prefix(self, prefix: str) -> int:

@@ -28,7 +28,10 @@ replicas have it or ``timeout`` seconds pass; ``Appended.replicas`` reports how 
 Requesting it without the capability raises :class:`uwsx.errors.UnsupportedBackendError`.
 
 **Spaces.** ``space(name)`` returns the same port bound to a separate storage namespace (a table
-on Postgres); names are validated identifiers. The default space is the port itself.
+on Postgres); names are validated identifiers. The default space is the port itself. A space
+name belongs to one port: the ``SortedLog`` and the ``Stream`` have different default spaces,
+and giving both the same explicit name is unsupported (what each then sees of the other's logs
+differs between backends: on Postgres it is the same table).
 
 Costs: ``append``, ``read_after``, ``bounds`` and ``delete`` are one round trip each.
 """

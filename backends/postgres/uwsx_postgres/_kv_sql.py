@@ -80,6 +80,11 @@ def count_prefix(expr: str, prefix: str, *, exclude: str | None = None) -> str:
 
 
 _L = live("t")
+# A stored counter must be canonical decimal (what Redis INCRBY accepts): bigint input alone
+# would also take ' 7', '+7', '07' and '-0'. Anything else is cast as-is and fails (22P02).
+_CANONICAL_INT = (
+    "(CASE WHEN t.value ~ '^(0|-?[1-9][0-9]*)$' THEN t.value ELSE 'x' || t.value END)::bigint"
+)
 # Columns a write of another kind resets.
 _CLEAR = (
     "value = NULL, fields = NULL, gone_at = NULL, points = NULL, reset_at = NULL, "
@@ -211,7 +216,7 @@ INSERT INTO {T} AS t (key, kind, value, expires_at) VALUES ($1::text, 's', $2::b
 ON CONFLICT (key) DO UPDATE SET kind = 's', {
         _CLEAR.replace(
             "value = NULL",
-            f"value = ((CASE WHEN {_L} THEN t.value::bigint ELSE 0 END) + $2::bigint)::text",
+            f"value = ((CASE WHEN {_L} THEN {_CANONICAL_INT} ELSE 0 END) + $2::bigint)::text",
         )
     },
   expires_at = CASE WHEN $3::float8 IS NOT NULL THEN EXCLUDED.expires_at WHEN {

@@ -228,6 +228,23 @@ class KVStringsContract(ContractBase):
             await kv.incr("text")
         assert await kv.get("text") == "not a number"
 
+    async def test_kv_incr_counters_are_canonical_signed_64_bit(self, backend: Backend) -> None:
+        kv = kv_of(backend)
+        for stored in ("01", " 3", "+4", "-0", "1_0", "9223372036854775808"):
+            await kv.set("c", stored)
+            with pytest.raises(BackendError):
+                await kv.incr("c")
+            assert await kv.get("c") == stored, f"a refused incr changed {stored!r}"
+        await kv.set("c", "9223372036854775807")
+        with pytest.raises(BackendError):
+            await kv.incr("c")
+        assert await kv.incr("c", -1) == 2**63 - 2
+        with pytest.raises(BackendError):
+            await kv.incr("fresh", 2**63)
+        assert await kv.get("fresh") is None
+        assert await kv.incr("big", 2**62, ttl=600.0) == 2**62
+        assert await kv.incr("big", 2**53 + 1, ttl=600.0) == 2**62 + 2**53 + 1, "no float detour"
+
     async def test_kv_delete_prefix_deletes_every_kind(self, backend: Backend) -> None:
         kv = kv_of(backend)
         await kv.set("room:1:a", "v")

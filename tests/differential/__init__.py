@@ -1,0 +1,1 @@
+"""Differential fuzz: the memory backend (the simulator's model) against real servers."""
