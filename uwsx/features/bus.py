@@ -150,6 +150,7 @@ class PubSubBus:
         self._target: Platform | None = None
         self._subscription: Subscription | None = None
         self._activating = asyncio.Lock()
+        self._deactivations = 0
         self._unlisten: Callable[[], None] | None = None
         self._queue: list[tuple[str, int]] = []
         self._flush_scheduled = False
@@ -259,6 +260,7 @@ class PubSubBus:
             self._breaker.guard()
             if self._unlisten is None:
                 self._unlisten = self._breaker.subscribe(self._on_breaker)
+        deactivations = self._deactivations
         try:
             subscription = await self._pubsub.subscribe(
                 [self.channel], self._on_message, on_loss=self._on_loss
@@ -266,6 +268,10 @@ class PubSubBus:
             if _runtime.buggify("bus.subscribe_ack_late"):
                 # The subscribe reply is processed after the first messages were delivered.
                 await self._clock.sleep(0)
+            if self._deactivations != deactivations:
+                # deactivate() ran while this subscribed: the later call wins.
+                await subscription.close()
+                return
             self._subscription = subscription
         except Exception as exc:
             if self._breaker is not None:
@@ -282,7 +288,9 @@ class PubSubBus:
             self._unlisten = None
 
     async def deactivate(self) -> None:
-        """Stop receiving (queued relays still go out)."""
+        """Stop receiving (queued relays still go out). An activation still subscribing is
+        undone when its subscription arrives."""
+        self._deactivations += 1
         self._stop_listening()
         subscription, self._subscription = self._subscription, None
         self._target = None
