@@ -30,6 +30,19 @@ def _virtual_runtime() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def probe() -> Iterator[None]:
+    """Register the scripted ``probe`` workload (:mod:`tests.sim.probe`) for one test."""
+    from tests.sim.probe import ProbeWorkload
+    from uwsx_sim.workloads import WORKLOADS
+
+    WORKLOADS["probe"] = "tests.sim.probe:ProbeWorkload"
+    ProbeWorkload.done = []
+    yield
+    WORKLOADS.pop("probe", None)
+    ProbeWorkload.script = None
+
+
 def _loop_time() -> float:
     try:
         return asyncio.get_running_loop().time()

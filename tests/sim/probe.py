@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from uwsx_sim.node import SimNode
+from uwsx_sim.runner import run_seed
 from uwsx_sim.scenario import Scenario
 from uwsx_sim.workloads.base import Verdict, Workload
 from uwsx_sim.world import World
@@ -49,3 +50,15 @@ def probe_scenario(
         nemeses=[],
         checks={},
     )
+
+
+def run_script(script: Script, **scenario: Any) -> World:
+    """Run ``script`` on node 0 of a probe scenario (``scenario``: :func:`probe_scenario`'s
+    keywords) with seed 5; it must finish and every check pass. Needs the ``probe`` fixture."""
+    ProbeWorkload.script = script
+    ProbeWorkload.done = []
+    result = run_seed(probe_scenario(**scenario), 5, keep_world=True)
+    assert ProbeWorkload.done == ["ok"], "the script did not finish"
+    assert result.ok, [v for v in result.verdicts if not v.ok]
+    assert result.world is not None
+    return result.world

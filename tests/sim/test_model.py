@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,33 +9,15 @@ import pytest
 from uwsx.errors import Indeterminate, Unavailable
 from uwsx.ports.pubsub import LossWindow
 from uwsx_sim.node import SimNode
-from uwsx_sim.runner import run_seed
-from uwsx_sim.workloads import WORKLOADS
 from uwsx_sim.world import World
 
-from .probe import ProbeWorkload, Script, probe_scenario
+from .probe import run_script
 
-
-@pytest.fixture(autouse=True)
-def _probe() -> Iterator[None]:
-    WORKLOADS["probe"] = "tests.sim.probe:ProbeWorkload"
-    ProbeWorkload.done = []
-    yield
-    WORKLOADS.pop("probe", None)
-    ProbeWorkload.script = None
+pytestmark = pytest.mark.usefixtures("probe")
 
 
 def _healthy(sub: Any) -> bool:
     return bool(sub.healthy)
-
-
-def run_script(script: Script, **kw: object) -> World:
-    ProbeWorkload.script = script
-    result = run_seed(probe_scenario(**kw), 5, keep_world=True)  # type: ignore[arg-type]
-    assert ProbeWorkload.done == ["ok"], "the script did not finish"
-    assert result.ok, [v for v in result.verdicts if not v.ok]
-    assert result.world is not None
-    return result.world
 
 
 def test_lost_reply_is_indeterminate_but_applied() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from uwsx_sim.clock import Rng, SimClock
@@ -11,28 +9,16 @@ from uwsx_sim.model.persistence import Disk, sync_interval
 from uwsx_sim.node import SimNode
 from uwsx_sim.runner import explore, run_seed
 from uwsx_sim.scenario import find_scenario
-from uwsx_sim.workloads import WORKLOADS
 from uwsx_sim.world import World
 
-from .probe import ProbeWorkload, Script, probe_scenario
+from .probe import Script, probe_scenario
+from .probe import run_script as _run_script
 
-
-@pytest.fixture(autouse=True)
-def _probe() -> Iterator[None]:
-    WORKLOADS["probe"] = "tests.sim.probe:ProbeWorkload"
-    ProbeWorkload.done = []
-    yield
-    WORKLOADS.pop("probe", None)
-    ProbeWorkload.script = None
+pytestmark = pytest.mark.usefixtures("probe")
 
 
 def run_script(script: Script, **backend: object) -> World:
-    ProbeWorkload.script = script
-    result = run_seed(probe_scenario(backend=dict(backend)), 5, keep_world=True)
-    assert ProbeWorkload.done == ["ok"], "the script did not finish"
-    assert result.ok, [v for v in result.verdicts if not v.ok]
-    assert result.world is not None
-    return result.world
+    return _run_script(script, backend=dict(backend))
 
 
 async def until(world: World, t: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,31 +11,18 @@ from uwsx.features.replay import ReplayBuffer
 from uwsx.platform import LocalPlatform
 from uwsx.ports import Capability
 from uwsx_sim.node import SimNode
-from uwsx_sim.runner import explore, run_seed
+from uwsx_sim.runner import explore
 from uwsx_sim.scenario import find_scenario
-from uwsx_sim.workloads import WORKLOADS
 from uwsx_sim.world import World
 
-from .probe import ProbeWorkload, Script, probe_scenario
+from .probe import Script
+from .probe import run_script as _run_script
 
-
-@pytest.fixture(autouse=True)
-def _probe() -> Iterator[None]:
-    WORKLOADS["probe"] = "tests.sim.probe:ProbeWorkload"
-    ProbeWorkload.done = []
-    yield
-    WORKLOADS.pop("probe", None)
-    ProbeWorkload.script = None
+pytestmark = pytest.mark.usefixtures("probe")
 
 
 def run_script(script: Script, **backend: object) -> World:
-    ProbeWorkload.script = script
-    ProbeWorkload.done = []
-    result = run_seed(probe_scenario(backend=dict(backend)), 5, keep_world=True)
-    assert ProbeWorkload.done == ["ok"], "the script did not finish"
-    assert result.ok, [v for v in result.verdicts if not v.ok]
-    assert result.world is not None
-    return result.world
+    return _run_script(script, backend=dict(backend))
 
 
 def test_capability_only_with_replicas() -> None:
