@@ -43,7 +43,7 @@ def test_queue_jobs(pg15: PgServer) -> None:
         "jobs",
         strategies.queue_ops("jobs"),
         strategies.queue_snapshot(),
-        examples=30,
+        examples=300,
     )
 
 

@@ -43,7 +43,7 @@ def test_queue_jobs(redis_standalone: RedisDeployment) -> None:
         "jobs",
         strategies.queue_ops("jobs"),
         strategies.queue_snapshot(),
-        examples=30,
+        examples=300,
     )
 
 

@@ -126,12 +126,12 @@ class MemoryQueue:
 
     def _held(self, claims: Sequence[tuple[str, str]]) -> list[_JobRow]:
         jobs = self._s.jobs
-        out = []
+        out: dict[int, _JobRow] = {}  # a claim listed twice acts once
         for job_id, token in _check_claims(claims):
             row = jobs.get(job_id)
             if row is not None and row.token == token and row.claimed_until is not None:
-                out.append(row)
-        return out
+                out[id(row)] = row
+        return list(out.values())
 
     async def complete(self, claims: Sequence[tuple[str, str]]) -> list[str]:
         rows = self._held(claims)

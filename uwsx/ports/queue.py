@@ -19,7 +19,8 @@ fresh ``token``. Concurrent claimers never receive the same job while its claim 
 held by that token**: a re-claim by another worker rotates the token, so a worker whose claim
 lapsed and was taken over can no longer complete, release or extend the job. A holder whose
 claim lapsed but was not re-claimed yet still holds the token and may act. (The original
-library let it act on a job another worker now held.) They return the ids they acted on.
+library let it act on a job another worker now held.) They return the ids they acted on,
+each once: a pair listed twice acts once (an ``extend`` adds ``by`` once).
 ``complete`` deletes; ``fail`` releases for re-claim keeping ``attempts``; ``extend`` pushes the
 deadline by ``by`` seconds. ``pending`` counts jobs never claimed or released by ``fail`` (a
 lapsed claim is claimable but not counted); ``clear`` deletes jobs.

@@ -32,14 +32,19 @@ _STATUSES = ("pending", "running", "committed", "failed")
 
 
 def _claims(claims: Sequence[tuple[str, str]]) -> list[str]:
+    """The (id, token) pairs flattened for the script, each pair once: a claim listed twice
+    acts once (an extend must not add its time twice)."""
     flat: list[str] = []
+    seen: set[tuple[str, str]] = set()
     for item in claims:
         if not isinstance(item, tuple) or len(item) != 2:
             raise TypeError("claims must be (job_id, token) pairs")
         job_id, token = item
         check_key(job_id, "job id")
         check_key(token, "token")
-        if job_id.isdigit():  # an id this backend never issued cannot be held
+        # an id this backend never issued cannot be held
+        if job_id.isdigit() and (job_id, token) not in seen:
+            seen.add((job_id, token))
             flat += [job_id, token]
     return flat
 

@@ -79,6 +79,17 @@ class QueueJobsContract(ContractBase):
         assert await q.pending(name) == 0
         assert await q.clear(name) == 0, "a completed job no longer exists"
 
+    async def test_queue_a_claim_listed_twice_acts_once(self, backend: Backend) -> None:
+        q, name = self.jobs(backend), self.unique("q")
+        await q.enqueue(name, "a")
+        await q.enqueue(name, "b")
+        held = await q.claim(name, limit=2, visibility=LONG)
+        first, second = ((j.id, j.token) for j in held)
+        assert await q.extend([first, first], by=LONG) == [first[0]]
+        assert await q.fail([second, second]) == [second[0]]
+        assert await q.complete([first, first]) == [first[0]]
+        assert await q.pending(name) == 1
+
     async def test_queue_fail_releases_and_keeps_attempts(self, backend: Backend) -> None:
         q, name = self.jobs(backend), self.unique("q")
         await q.enqueue(name, "{}")
