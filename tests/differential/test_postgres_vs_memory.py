@@ -18,23 +18,23 @@ V = strategies.Vocab()
 
 def test_kv(pg15: PgServer) -> None:
     fuzz(
-        pg15.url_for("asyncpg"), "kv", strategies.kv_ops(V), strategies.kv_snapshot(V), examples=30
+        pg15.url_for("asyncpg"), "kv", strategies.kv_ops(V), strategies.kv_snapshot(V), examples=100
     )
 
 
 def test_sorted_log(pg15: PgServer) -> None:
     snapshot = strategies.log_snapshot(V, "log")
-    fuzz(pg15.url_for("asyncpg"), "log", strategies.log_ops(V, "log"), snapshot, examples=30)
+    fuzz(pg15.url_for("asyncpg"), "log", strategies.log_ops(V, "log"), snapshot, examples=100)
 
 
 def test_stream(pg15: PgServer) -> None:
     snapshot = strategies.log_snapshot(V, "stream")
-    fuzz(pg15.url_for("asyncpg"), "stream", strategies.log_ops(V, "stream"), snapshot, examples=30)
+    fuzz(pg15.url_for("asyncpg"), "stream", strategies.log_ops(V, "stream"), snapshot, examples=100)
 
 
 def test_locks(pg15: PgServer) -> None:
     strategy = strategies.lock_ops(V, session_locks=True)
-    fuzz(pg15.url_for("asyncpg"), "locks", strategy, strategies.lock_snapshot(V), examples=30)
+    fuzz(pg15.url_for("asyncpg"), "locks", strategy, strategies.lock_snapshot(V), examples=100)
 
 
 def test_queue_jobs(pg15: PgServer) -> None:

@@ -19,22 +19,22 @@ C = strategies.CLUSTER_VOCAB
 
 
 def test_kv(redis_standalone: RedisDeployment) -> None:
-    fuzz(redis_standalone.url, "kv", strategies.kv_ops(V), strategies.kv_snapshot(V), examples=30)
+    fuzz(redis_standalone.url, "kv", strategies.kv_ops(V), strategies.kv_snapshot(V), examples=100)
 
 
 def test_sorted_log(redis_standalone: RedisDeployment) -> None:
     snapshot = strategies.log_snapshot(V, "log")
-    fuzz(redis_standalone.url, "log", strategies.log_ops(V, "log"), snapshot, examples=30)
+    fuzz(redis_standalone.url, "log", strategies.log_ops(V, "log"), snapshot, examples=100)
 
 
 def test_stream(redis_standalone: RedisDeployment) -> None:
     snapshot = strategies.log_snapshot(V, "stream")
-    fuzz(redis_standalone.url, "stream", strategies.log_ops(V, "stream"), snapshot, examples=30)
+    fuzz(redis_standalone.url, "stream", strategies.log_ops(V, "stream"), snapshot, examples=100)
 
 
 def test_locks(redis_standalone: RedisDeployment) -> None:
     strategy = strategies.lock_ops(V, session_locks=False)
-    fuzz(redis_standalone.url, "locks", strategy, strategies.lock_snapshot(V), examples=30)
+    fuzz(redis_standalone.url, "locks", strategy, strategies.lock_snapshot(V), examples=100)
 
 
 def test_queue_jobs(redis_standalone: RedisDeployment) -> None:
@@ -53,7 +53,7 @@ def test_queue_tasks(redis_standalone: RedisDeployment) -> None:
         "tasks",
         strategies.queue_ops("tasks"),
         strategies.queue_snapshot(),
-        examples=30,
+        examples=100,
     )
 
 

@@ -267,6 +267,7 @@ class MemoryKV:
         ttl: float | None = None,
         unless_key: str | None = None,
     ) -> BoundedPut:
+        self._k(key)  # refused before anything is decided, as on the real servers
         check_key(field, "field")
         v, t = check_value(value), check_ttl(ttl)
         if max_fields is not None:

@@ -224,7 +224,9 @@ class KV(Protocol):
     ) -> BoundedPut:
         """Set ``field`` unless ``unless_key`` exists (``"closed"``) or the field is new and the
         map already holds ``max_fields`` live fields (``"full"``). ``max_fields=None`` means no
-        bound. Expired fields are swept as part of the step."""
+        bound. Expired fields are swept as part of the step. Invalid arguments are refused
+        first; then ``"closed"`` wins over ``key`` holding another kind (which otherwise raises
+        :class:`~uwsx.errors.BackendError`)."""
         ...
 
     # -- token buckets ---------------------------------------------------------

@@ -242,6 +242,9 @@ class PostgresKV:
         async with self._db.transaction() as tx:
             (kind, is_live), *_ = await tx.fetch(KvSql.map_lock, [k])
             if is_live and kind != "m":
+                # "closed" wins over a wrong kind, as on the other backends
+                if unless is not None and await tx.fetch(KvSql.get, [unless]):
+                    return BoundedPut("closed", {})
                 raise wrong_kind(key, str(kind), "map")
             (closed, items), *_ = await tx.fetch(
                 KvSql.map_put_bounded, [k, f, v, t, max_fields, unless]

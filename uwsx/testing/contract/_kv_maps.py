@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from uwsx.errors import BackendError
 from uwsx.ports.backend import Backend
 from uwsx.ports.checks import colocate
 from uwsx.ports.kv import BoundedPut, MapRemoval
@@ -154,6 +155,19 @@ class KVMapsContract(ContractBase):
         await kv.delete(closed)
         reopened = await kv.map_put_bounded(members, "m1", "a", max_fields=5, unless_key=closed)
         assert reopened.status == "stored"
+
+    async def test_kv_map_put_bounded_closed_wins_over_a_wrong_kind(self, backend: Backend) -> None:
+        kv = kv_of(backend)
+        tag = colocate("room:2")
+        members, closed = f"grp:{tag}:members", f"grp:{tag}:closed"
+        await kv.set(members, "not a map")
+        await kv.set(closed, "1")
+        result = await kv.map_put_bounded(members, "m1", "a", max_fields=5, unless_key=closed)
+        assert result == BoundedPut("closed", {})
+        await kv.delete(closed)
+        with pytest.raises(BackendError):
+            await kv.map_put_bounded(members, "m1", "a", max_fields=5, unless_key=closed)
+        assert await kv.get(members) == "not a map"
 
     async def test_kv_map_put_bounded_without_bound(self, backend: Backend) -> None:
         kv = kv_of(backend)
