@@ -57,8 +57,8 @@ class DriverOptions:
     :param connect_attempts: attempts to reach a server per operation (a command is never
         resent once it may have reached the server).
     :param max_connections: connections per server in the command pool.
-    :param max_batch: most operations per auto-pipelined batch; a server's queue that
-        reaches it is sent at once on another connection.
+    :param max_batch: most operations per auto-pipelined batch; the rest of a server's
+        queue waits for the next pipeline.
     :param auto_pipeline: coalesce the operations of one event-loop tick into one pipeline
         per server, and hold those issued while that server's pipeline awaits its replies
         for the next one.

@@ -7,12 +7,16 @@ order. Each server has a *lane*: a task started by the first op of a tick, which
 the tick issued on its next step (a lone op leaves after one tick: no added latency). While a
 lane's pipeline awaits its replies, new ops for that server wait and leave together as the
 next pipeline as soon as the replies are in, so single ops from successive ticks are coalesced
-and one caller's ops reach the server in the order it issued them. A lane that holds
-``max_batch`` ops sends them at once on another connection.
+and one caller's ops reach the server in the order it issued them. A pipeline carries at most
+``max_batch`` ops; the rest wait for the next one (a batch sent on another connection could
+overtake the pipeline ahead of it). Ops of a pipeline that must be resent (``MOVED``,
+``TRYAGAIN``...) are resent before the lane's next pipeline leaves, for the same reason.
 
 Every op has a deadline (``command_timeout``, queueing included): a timer fails its caller
-with :class:`~uwsx.errors.Unavailable` if it was never sent, :class:`~uwsx.errors.Indeterminate`
-if it was.
+with :class:`~uwsx.errors.Unavailable` if it was never sent (or only answered by a reply that
+proves it did not run), :class:`~uwsx.errors.Indeterminate` if it was. A call of several ops
+that fails with ``Unavailable`` while another of its write ops was applied or may have been is
+:class:`~uwsx.errors.Indeterminate` as a whole.
 
 What may be resent, and what the caller is told otherwise:
 
@@ -41,6 +45,20 @@ from uwsx_redis._driver_wire import load_scripts, round_trip
 from uwsx_redis._scripts import Script
 
 __all__ = ["Executor", "Op", "script_op"]
+
+
+def _may_have_applied(op: Op) -> bool:
+    """True when a write op was written and not proven unapplied: in flight, answered, or
+    failed as indeterminate."""
+    if op.readonly:
+        return False
+    if op.state == SENT:
+        return True
+    fut = op.future
+    if op.state != DONE or fut is None or not fut.done() or fut.cancelled():
+        return False
+    error = fut.exception()
+    return error is None or isinstance(error, Indeterminate)
 
 
 class _Lane:
@@ -97,6 +115,14 @@ class Executor(Judge):
         except BaseException as exc:
             for op in ops:
                 self._abandon(op)
+            if isinstance(exc, Unavailable) and any(_may_have_applied(op) for op in ops):
+                # One op was not applied but another of the same call was (or may have
+                # been): the call as a whole is not "not applied".
+                self.stats["indeterminate"] += 1
+                raise Indeterminate(
+                    f"{exc}; other commands of this operation were sent, so it may have been"
+                    " partly applied"
+                ) from exc
             if isinstance(exc, Indeterminate):
                 self.stats["indeterminate"] += 1
             elif isinstance(exc, Unavailable):
@@ -138,7 +164,7 @@ class Executor(Judge):
 
     # -- lanes -------------------------------------------------------------------------
     def _enqueue(self, ops: Sequence[Op]) -> None:
-        topology, lanes, limit = self.topology, self._lanes, self.options.max_batch
+        topology, lanes = self.topology, self._lanes
         unroutable: list[Op] = []
         for op in ops:
             try:
@@ -153,30 +179,23 @@ class Executor(Judge):
             if not lane.active:
                 lane.active = True
                 self._tasks.spawn(self._pump(node, lane), name="uwsx-redis-lane")
-            elif lane.sending and len(lane.queue) >= limit:
-                # A full batch does not wait for the pipeline in flight.
-                batch, lane.queue = lane.queue, []
-                self._start(batch)
         if unroutable:
             self._start(unroutable)
 
     def _take(self, lane: _Lane) -> list[Op]:
-        """The next pipeline of a lane (full batches beyond it leave on their own)."""
+        """The next pipeline of a lane: its oldest ``max_batch`` live ops. What is beyond
+        stays queued for the following pipeline, never on another connection: a pipeline
+        written elsewhere could reach the server before the one ahead of it."""
         limit = self.options.max_batch
-        queue, lane.queue = lane.queue, []
-        if len(queue) > limit:
-            rest = queue[limit:]
-            queue = queue[:limit]
-            while len(rest) >= limit:
-                self._start(rest[:limit])
-                rest = rest[limit:]
-            lane.queue = rest
-        batch = []
-        for op in queue:
-            if op.state == ABANDONED:
-                self._finish(op, error=Unavailable("abandoned by its caller before sending"))
-            else:
-                batch.append(op)
+        batch: list[Op] = []
+        while lane.queue and len(batch) < limit:
+            room = limit - len(batch)
+            head, lane.queue = lane.queue[:room], lane.queue[room:]
+            for op in head:
+                if op.state == ABANDONED:
+                    self._finish(op, error=Unavailable("abandoned by its caller before sending"))
+                else:
+                    batch.append(op)
         return batch
 
     async def _pump(self, node: Node, lane: _Lane) -> None:
@@ -194,7 +213,10 @@ class Executor(Judge):
                 retry, plan = self._decide(batch)
                 batch = []
                 if retry:
-                    self._start(retry, plan)
+                    # Resent before the next pipeline leaves: the ops queued behind them were
+                    # issued later and must not overtake them (a message published after
+                    # another one must not arrive first because the first met TRYAGAIN).
+                    await self._execute(retry, plan)
                 # The callers just answered run now; what they issue joins the next pipeline.
                 await asyncio.sleep(0)
         except BaseException as exc:
@@ -220,7 +242,12 @@ class Executor(Judge):
         self._tasks.spawn(self._execute(ops, plan), name="uwsx-redis-batch")
 
     async def _execute(self, ops: list[Op], plan: Plan | None = None) -> None:
-        pending = [op for op in ops if op.state != ABANDONED]
+        pending = []
+        for op in ops:
+            if op.state == ABANDONED:
+                self._finish(op, error=Unavailable("abandoned by its caller before sending"))
+            else:
+                pending.append(op)
         try:
             if plan is not None:
                 pending = await self._again(pending, plan)

@@ -79,8 +79,13 @@ class Judge:
             op.timer.cancel()
             op.timer = None
         fut = op.future
-        if fut is not None and not fut.done():
-            # The caller is gone: consume a late error so asyncio does not log it.
+        if fut is None:
+            return
+        # The caller is gone: consume its error (one already set, or a late one) so asyncio
+        # does not log it as never retrieved.
+        if fut.done():
+            _consume(fut)
+        else:
             fut.add_done_callback(_consume)
 
     @staticmethod
@@ -105,6 +110,8 @@ class Judge:
         refresh = pause = False
         loads: dict[Node, dict[str, Script]] = {}
         for op in ops:
+            if op.state == DONE:  # refused before sending (an argument Redis cannot take)
+                continue
             if op.state == ABANDONED:
                 self._finish(op, error=Unavailable("abandoned by its caller before sending"))
                 continue
@@ -131,6 +138,9 @@ class Judge:
                 continue
             refresh = refresh or verdict in ("refresh", "pause")
             pause = pause or verdict == "pause"
+            # The reply proves it did not run: until it is written again it is unsent (a
+            # deadline then means Unavailable, and a caller that leaves cancels the resend).
+            op.state = QUEUED
             retry.append(op)
         return retry, Plan(refresh, pause, loads)
 

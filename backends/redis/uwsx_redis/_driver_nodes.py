@@ -126,11 +126,13 @@ class PoolNode(Node):
         try:
             async with asyncio.timeout(getattr(self.pool, "timeout", None)):
                 return await fut
-        except TimeoutError:
-            raise ConnectionError("No connection available.") from None
-        except BaseException:
+        except BaseException as exc:
+            # A connection handed over as the wait ended (timeout or cancellation) must go
+            # to the next waiter or back to the idle list, not be dropped.
             if fut.done() and not fut.cancelled():
                 self._put(fut.result())
+            if isinstance(exc, TimeoutError):
+                raise ConnectionError("No connection available.") from None
             raise
 
     def _put(self, conn: AbstractConnection) -> None:

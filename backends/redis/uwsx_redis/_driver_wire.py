@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import BusyLoadingError, ResponseError
 
+from uwsx.errors import BackendError
 from uwsx_redis._driver import Node
 from uwsx_redis._driver_op import ABANDONED, SENT, Op
 from uwsx_redis._scripts import Script
@@ -79,15 +80,20 @@ async def round_trip(ex: Judge, node: Node, ops: list[Op]) -> None:
     ops = [op for op in ops if op.state != ABANDONED]
     clean = False
     try:
+        try:
+            packed = pack(conn, [cmd for op in ops for cmd in op.wire()])
+        except Exception:
+            # An argument Redis cannot take (a str that is not UTF-8, an int too long to
+            # print): refuse the ops that carry one, before anything is written.
+            ops, packed = _refuse_unpackable(ex, conn, ops)
         if not ops:
             clean = True
             return
-        commands = [cmd for op in ops for cmd in op.wire()]
         for op in ops:
             op.state = SENT
             op.sent_to = node
         ex.stats["round_trips"] += 1
-        await _exchange(conn, pack(conn, commands), ops, ex.options.socket_timeout)
+        await _exchange(conn, packed, ops, ex.options.socket_timeout)
         # After a protocol error the server closes the connection: do not reuse it.
         clean = not any(_protocol_error(r) for op in ops for r in op.replies or ())
     except Exception as exc:
@@ -99,6 +105,24 @@ async def round_trip(ex: Judge, node: Node, ops: list[Op]) -> None:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
         await node.release(conn)
+
+
+def _refuse_unpackable(ex: Judge, conn: Any, ops: list[Op]) -> tuple[list[Op], list[bytes]]:
+    """Finish every op whose commands cannot be packed (nothing was sent); return the others
+    and their request."""
+    kept: list[Op] = []
+    packed: list[bytes] = []
+    for op in ops:
+        try:
+            chunks = pack(conn, op.wire())
+        except Exception as exc:
+            error = BackendError(f"the command cannot be sent to Redis: {exc}")
+            error.__cause__ = exc
+            ex._finish(op, error=error)
+            continue
+        kept.append(op)
+        packed += chunks
+    return kept, packed
 
 
 class _Watchdog:
