@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -81,6 +82,16 @@ def _discard(conn: Any) -> None:
         conn.terminate()
 
 
+def _is_closed(conn: Any) -> bool:
+    """``conn.is_closed()``, also for a pool's proxy that asyncpg detached when the server
+    ended the connection (it hands the slot back to the pool by itself, and every method of
+    the proxy then raises InterfaceError)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 async def _let_go(release: Any, conn: Any, timeout: float) -> None:
     """``await release(conn, timeout)``; terminate ``conn`` when that fails or is cancelled
     (asyncpg shields a pool release, which would go on in the background)."""
@@ -91,6 +102,10 @@ async def _let_go(release: Any, conn: Any, timeout: float) -> None:
     except asyncio.CancelledError:
         _discard(conn)
         raise
+
+
+async def _release(pool: Any, conn: Any, timeout: float) -> None:
+    await pool.release(conn, timeout=timeout)
 
 
 def _rows(records: list[Any]) -> list[Row]:
@@ -131,6 +146,8 @@ class AsyncpgDriver:
         connect_timeout: float,
     ) -> None:
         self._pool = pool
+        # A SQLAlchemy engine's pool (EnginePool), fixed here: close() drops ``_pool``.
+        self._engine = pool is not None and not isinstance(pool, asyncpg.Pool)
         self._conn = conn
         self._conn_lock = asyncio.Lock()
         self._owns = owns
@@ -166,7 +183,12 @@ class AsyncpgDriver:
             command_timeout=command_timeout,
             connect_timeout=connect_timeout,
         )
-        await driver.probe()
+        try:
+            await driver.probe()
+        except BaseException:
+            # Nobody else holds the pool yet (with min_size=0 the probe is its first contact).
+            await driver.close()
+            raise
         return driver
 
     async def probe(self) -> None:
@@ -183,9 +205,13 @@ class AsyncpgDriver:
                     raise _fail(ConnectionError("connection is closed"), "acquire", "acquire")
                 yield self._conn
             return
+        pool = self._pool
+        if pool is None:
+            raise _fail(ConnectionError("backend closed"), "acquire", "acquire")
         try:
-            conn = await self._pool.acquire(timeout=self._connect_timeout)
-        except _ERRORS as exc:
+            conn = await pool.acquire(timeout=self._connect_timeout)
+        except Exception as exc:
+            # Nothing was sent, whatever failed (a SQLAlchemy engine wraps driver errors).
             raise _fail(exc, "acquire", "acquire") from exc
         bound = self._connect_timeout
         try:
@@ -193,15 +219,13 @@ class AsyncpgDriver:
         except BaseException as exc:
             if not reusable(exc, _lost):
                 bound = min(CANCEL_GRACE, bound)
-                if not isinstance(self._pool, asyncpg.Pool):
+                if self._engine:
                     # An engine's pool would wait for the acknowledgement without a bound.
                     _discard(conn)
             raise
         finally:
-            await _let_go(self._release, conn, bound)
-
-    async def _release(self, conn: Any, timeout: float) -> None:
-        await self._pool.release(conn, timeout=timeout)
+            # The pool it came from: close() may have cleared ``_pool`` meanwhile.
+            await _let_go(partial(_release, pool), conn, bound)
 
     async def fetch(
         self, sql: str, args: Sequence[object] = (), *, write: bool = True
@@ -234,10 +258,10 @@ class AsyncpgDriver:
 
         After a cancellation the ROLLBACK first waits for the cancel request's answer, so it
         gets the short bound (see the module docstring)."""
-        if conn.is_closed():
+        if _is_closed(conn):
             return
         clean = reusable(exc, _lost)
-        if not clean and not isinstance(self._pool, asyncpg.Pool) and self._conn is None:
+        if not clean and self._engine:
             return  # an engine's connection: discarded by _connection
         bound = self._timeout if clean else min(CANCEL_GRACE, self._connect_timeout)
         try:

@@ -25,6 +25,7 @@ from uwsx_postgres._driver_asyncpg import (
     CANCEL_GRACE,
     _discard,
     _fail,
+    _is_closed,
     _let_go,
     _lost,
     _rows,
@@ -74,7 +75,7 @@ class AsyncpgDedicated:
 
     @property
     def alive(self) -> bool:
-        return not self._closing and not self._conn.is_closed()
+        return not self._closing and not _is_closed(self._conn)
 
     def _terminated(self, _conn: Any) -> None:
         if not self._closing and self._lost is not None:
@@ -129,7 +130,7 @@ class AsyncpgDedicated:
                         await self._conn.remove_listener(channel, self._on_message)
                 return
             gone = self._forget(channels)
-            if gone and not self._conn.is_closed():
+            if gone and not _is_closed(self._conn):
                 sql = "; ".join(f"UNLISTEN {quote_ident(c)}" for c in gone)
                 await self._conn.execute(sql, timeout=self._timeout)
 
@@ -157,12 +158,13 @@ class AsyncpgDedicated:
         if self._closing:
             return
         self._closing = True
-        self._conn.remove_termination_listener(self._terminated)
         if self._table is not None:
             # Released to a pool, the reset runs UNLISTEN *; asyncpg warns about callbacks left.
             self._forget(list(self._table))
-        if self._conn.is_closed():
+        if _is_closed(self._conn):
             _discard(self._conn)
             return
+        with contextlib.suppress(asyncpg.InterfaceError):
+            self._conn.remove_termination_listener(self._terminated)
         bound = min(CANCEL_GRACE, self._connect_timeout) if self._abandoned else None
         await _let_go(self._release, self._conn, bound or self._connect_timeout)

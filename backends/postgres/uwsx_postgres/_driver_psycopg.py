@@ -77,6 +77,16 @@ def _stale(conn: Any) -> bool:
     return bool(readable)
 
 
+async def _drop(conn: Any) -> None:
+    """Close a pooled ``conn`` for real before it goes back with ``putconn`` (which then
+    replaces it): ``close()`` on a connection of a pool made with ``close_returns=True`` hands
+    it back to the pool instead, and the ``putconn`` after it would fail."""
+    if getattr(conn, "_pool", None) is not None:
+        conn.pgconn.finish()  # what psycopg itself does with a connection it cannot trust
+    else:
+        await conn.close()
+
+
 async def _run(conn: Any, sql: str, args: Sequence[object], timeout: float | None) -> list[Row]:
     """One statement; on a caller's non-autocommit connection, committed (or rolled back)."""
     try:
@@ -298,7 +308,12 @@ class PsycopgDriver:
             command_timeout=command_timeout,
             connect_timeout=connect_timeout,
         )
-        await driver.probe()
+        try:
+            await driver.probe()
+        except BaseException:
+            # Nobody else holds the pool yet (with min_size=0 the probe is its first contact).
+            await driver.close()
+            raise
         return driver
 
     async def probe(self) -> None:
@@ -322,10 +337,11 @@ class PsycopgDriver:
                 conn = await pool.getconn(timeout=self._connect_timeout)
                 if not _stale(conn):
                     break
-                await conn.close()
+                await _drop(conn)
                 await pool.putconn(conn)
                 conn = None
-        except _ERRORS as exc:
+        except Exception as exc:
+            # Nothing was sent, whatever failed (a SQLAlchemy engine wraps driver errors).
             raise _fail(exc, "acquire", "acquire") from exc
         if conn is None:
             raise _fail(ConnectionError("no usable pooled connection"), "acquire", "acquire")
@@ -337,7 +353,7 @@ class PsycopgDriver:
             # reset it, or hand it out, in an unknown state.
             status = conn.info.transaction_status
             if status == _ACTIVE or (not reusable(exc, _lost) and status != _IDLE):
-                await conn.close()
+                await _drop(conn)
             raise
         finally:
             await pool.putconn(conn)
@@ -356,22 +372,29 @@ class PsycopgDriver:
         async with self._connection() as conn:
             auto = conn.autocommit
             try:
-                if auto:
-                    await conn.execute(b"BEGIN", prepare=False)
-            except _ERRORS as exc:
-                raise _fail(exc, "tx", "begin") from exc
-            try:
+                # Inside the block that rolls back: a BEGIN interrupted by a cancellation may
+                # still complete, and the caller's connection must not stay in it.
+                try:
+                    if auto:
+                        # Bounded like every statement: a stuck server must not hold it.
+                        async with asyncio.timeout(self._timeout):
+                            await conn.execute(b"BEGIN", prepare=False)
+                except _ERRORS as exc:
+                    raise _fail(exc, "tx", "begin") from exc
                 yield _Tx(conn, self._timeout)
             except BaseException as exc:
                 # A pooled connection in an unknown state is closed by _connection; the
                 # caller's one is kept and must leave the transaction.
                 if (reusable(exc, _lost) or self._conn is not None) and not conn.closed:
                     try:
-                        await (
-                            conn.execute(b"ROLLBACK", prepare=False) if auto else conn.rollback()
-                        )
+                        async with asyncio.timeout(self._timeout):
+                            await (
+                                conn.execute(b"ROLLBACK", prepare=False)
+                                if auto
+                                else conn.rollback()
+                            )
                     except _ERRORS:
-                        await conn.close()
+                        await _drop(conn)
                 raise
             try:
                 async with asyncio.timeout(self._timeout):
