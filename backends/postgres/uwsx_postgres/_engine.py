@@ -4,10 +4,16 @@ Each acquisition checks out an engine connection and hands the driver shim the u
 asyncpg or psycopg connection; releasing closes the engine connection, which returns it to the
 engine's pool (SQLAlchemy rolls back anything left open). A connection the shim found dead is
 invalidated so the pool replaces it.
+
+``acquire`` / ``getconn`` honour their ``timeout`` (the backend passes ``connect_timeout``) on
+top of the engine's own ``pool_timeout``, so an exhausted engine pool ends in ``Unavailable``
+within ``connect_timeout``. A checkout given up that way leaves nothing checked out:
+SQLAlchemy hands back a connection whose checkout is interrupted.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 __all__ = ["EnginePool", "engine_driver", "engine_dsn"]
@@ -59,14 +65,16 @@ class EnginePool:
 
     # asyncpg Pool API
     async def acquire(self, timeout: float | None = None) -> Any:
-        return await self._checkout()
+        async with asyncio.timeout(timeout):
+            return await self._checkout()
 
     async def release(self, driver_conn: Any, timeout: float | None = None) -> None:
         await self._return(driver_conn, dead=bool(driver_conn.is_closed()))
 
     # psycopg AsyncConnectionPool API
     async def getconn(self, timeout: float | None = None) -> Any:
-        return await self._checkout()
+        async with asyncio.timeout(timeout):
+            return await self._checkout()
 
     async def putconn(self, driver_conn: Any) -> None:
         await self._return(driver_conn, dead=bool(driver_conn.closed or driver_conn.broken))

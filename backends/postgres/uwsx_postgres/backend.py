@@ -16,7 +16,8 @@ Options (keyword arguments of :func:`uwsx.connect`):
 ``sweep_interval`` (60.0)      seconds between deletions of expired rows (None: never)
 ``dsn`` (None)                 connection URL for the dedicated LISTEN / session-lock
                                connections when a pool, engine or connection is passed
-``ping_interval`` (10.0)       seconds between health checks of the LISTEN connection
+``ping_interval`` (10.0)       seconds between health checks of the LISTEN connection; one
+                               not answered within as long counts as a lost connection
 """
 
 from __future__ import annotations

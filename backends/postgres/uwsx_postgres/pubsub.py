@@ -10,11 +10,22 @@ subscribed with.
 **Size.** A NOTIFY payload must be under 8000 bytes: larger messages (and NUL characters, which
 Postgres text cannot hold) raise ``ValueError`` before anything is sent.
 
-**Loss.** When the LISTEN connection ends (server restart, ``pg_terminate_backend``, network,
-or a failed health ping every ``ping_interval`` seconds) every subscription turns unhealthy; a
-background task reconnects with capped, jittered backoff, LISTENs every channel again and then
-calls each subscription's ``on_loss`` with the wall-clock window in which messages may have
-been missed.
+**Loss.** When the LISTEN connection ends (server restart, ``pg_terminate_backend``, network)
+or its health ping fails, every subscription turns unhealthy; a background task reconnects with
+capped, jittered backoff, LISTENs every channel again and then calls each subscription's
+``on_loss`` with the wall-clock window in which messages may have been missed.
+
+**Health ping.** Every ``ping_interval`` seconds the LISTEN connection runs ``SELECT 1``, and a
+ping not answered within ``ping_interval`` seconds counts as a lost connection, whatever
+``command_timeout`` is (it may be None): a half-open connection (peer unreachable, no TCP
+reset) delivers nothing and reports no error, so only an unanswered ping reveals it, at most
+twice ``ping_interval`` after it went silent (psycopg then spends up to a few seconds on its
+own cancel attempt before the ping ends). The ping's own bound is ``ping_interval`` rather
+than ``connect_timeout`` because it sets how soon a silent loss is noticed, which is what
+``ping_interval`` is for. Since such a connection may have stopped delivering long before the
+ping gave up, a loss window starts at the last moment the connection was known to deliver:
+when the last answered ping was sent (notifications committed before it are received before
+its answer), or when the connection was opened.
 
 Postgres delivers one NOTIFY per distinct ``(channel, payload)`` within a transaction, so
 ``publish_many`` starts a new statement before repeating a pair it already sent.
@@ -181,6 +192,8 @@ class PostgresPubSub:
         self._tasks = _runtime.current().task_group("uwsx-postgres-pubsub")
         self._reconnecting = False
         self._lost_at = 0.0
+        #: Wall time from which the current LISTEN connection is not known to have delivered.
+        self._confirmed_at = 0.0
         self._closed = False
 
     @property
@@ -305,7 +318,9 @@ class PostgresPubSub:
         conn = self._conn
         if conn is not None and conn.alive:
             return conn
+        opened_at = _runtime.current().clock.wall()
         conn = await self._driver.dedicated()
+        self._confirmed_at = opened_at
         conn.on_notify(self._notified)
         conn.on_lost(partial(self._lost_with, conn))
         self._conn = conn
@@ -323,7 +338,9 @@ class PostgresPubSub:
         if conn is not self._conn or self._reconnecting or self._closed:
             return
         self._reconnecting = True
-        self._lost_at = _runtime.current().clock.wall()
+        # Not the time the loss was noticed: a silent connection may have dropped messages
+        # since its last answered ping.
+        self._lost_at = self._confirmed_at
         log.warning("uwsx postgres: LISTEN connection lost; reconnecting")
         self._tasks.spawn(self._reconnect(), name="uwsx-postgres-listen-reconnect")
 
@@ -333,12 +350,20 @@ class PostgresPubSub:
             await clock.sleep(self._ping_interval)
             if not conn.alive or conn is not self._conn:
                 break
+            sent = clock.wall()
             try:
-                await conn.fetch("SELECT 1")
-            except BackendError:
-                await conn.close()
+                # Bounded here, not only by command_timeout (which may be None): a half-open
+                # connection never answers and never fails.
+                async with asyncio.timeout(self._ping_interval):
+                    await conn.fetch("SELECT 1")
+            except (BackendError, TimeoutError) as exc:
+                log.debug("uwsx postgres: LISTEN health ping failed: %r", exc)
+                # Unhealthy at once; the reconnect task also closes ``conn`` (idempotent).
                 self._lost(conn)
+                await conn.close()
                 return
+            if conn is self._conn:
+                self._confirmed_at = sent
 
     async def _reconnect(self) -> None:
         rt = _runtime.current()
