@@ -178,7 +178,7 @@ async def test_backfill_answered_late_never_moves_a_cursor_back(open_backend: Op
     key = on(pa, "__cursor:canvas", "update")[0].data["key"]
     late = faulty.faults.gate("kv.map_items", after=True)
     b.update(MockConnection(user_data={"id": "b"}), "canvas", {"n": 0}, pb)
-    await eventually(lambda: bool(faulty.faults.called("kv.map_items")))  # backfill read sent
+    await eventually(lambda: bool(faulty.faults.answered("kv.map_items")))  # backfill read answered
     a.update(ws, "canvas", {"n": 2}, pa)
     await a.flush()
     await eventually(lambda: positions(pb, key) == [2])
@@ -203,7 +203,7 @@ async def test_backfill_answered_late_never_resurrects_a_removed_cursor(
     key = on(pa, "__cursor:canvas", "update")[0].data["key"]
     late = faulty.faults.gate("kv.map_items", after=True)
     b.update(MockConnection(user_data={"id": "b"}), "canvas", {"n": 0}, pb)
-    await eventually(lambda: bool(faulty.faults.called("kv.map_items")))
+    await eventually(lambda: bool(faulty.faults.answered("kv.map_items")))
     await a.remove(ws, pa)
     await eventually(lambda: bool(on(pb, "__cursor:canvas", "remove")))
     late.set()
@@ -213,6 +213,15 @@ async def test_backfill_answered_late_never_resurrects_a_removed_cursor(
     assert [m for m in after if m.event == "bulk" and any(f["key"] == key for f in m.data)] == []
     await a.close()
     await b.close()
+
+
+async def reads_settled(faulty: FaultyBackend) -> int:
+    """Wait until every ``map_items`` read made so far (a backfill) was answered; how many."""
+    faults = faulty.faults
+    await eventually(
+        lambda: len(faults.answered("kv.map_items")) == len(faults.called("kv.map_items"))
+    )
+    return len(faults.called("kv.map_items"))
 
 
 async def test_snapshot_answered_late_leaves_out_superseded_positions(
@@ -229,9 +238,10 @@ async def test_snapshot_answered_late_leaves_out_superseded_positions(
     await a.flush()
     key = on(pa, "__cursor:canvas", "update")[0].data["key"]
     await eventually(lambda: positions(pb, key) == [1])
+    reads = await reads_settled(faulty)
     late = faulty.faults.gate("kv.map_items", after=True)
     attaching = asyncio.ensure_future(b.attach(viewer, "canvas", pb))
-    await eventually(lambda: bool(faulty.faults.called("kv.map_items")))  # snapshot read sent
+    await eventually(lambda: len(faulty.faults.answered("kv.map_items")) > reads)  # snapshot read
     a.update(ws, "canvas", {"n": 2}, pa)
     await a.flush()
     await eventually(lambda: positions(pb, key) == [1, 2])
@@ -249,9 +259,10 @@ async def test_snapshot_sends_own_entries_as_they_are_now(backend: Backend) -> N
     p, viewer, ws = MockPlatform(), MockConnection(), alice()
     c.update(ws, "canvas", {"n": 1}, p)
     await c.flush()
+    reads = await reads_settled(faulty)
     late = faulty.faults.gate("kv.map_items", after=True)
     attaching = asyncio.ensure_future(c.attach(viewer, "canvas", p))
-    await eventually(lambda: bool(faulty.faults.called("kv.map_items")))
+    await eventually(lambda: len(faulty.faults.answered("kv.map_items")) > reads)
     c.update(ws, "canvas", {"n": 2}, p)
     await c.flush()
     late.set()

@@ -333,7 +333,7 @@ async def test_reconcile_read_never_resurrects_a_user_that_left_meanwhile(
     await eventually(lambda: joined_keys(pb) == {"alice"})
     gate = fb.faults.gate("kv.map_items", after=True)
     beat = asyncio.ensure_future(b.beat())
-    await eventually(lambda: len(fb.faults.called("kv.map_items")) == 2)
+    await eventually(lambda: len(fb.faults.answered("kv.map_items")) == 2)
     await a.leave(alice, pa)
     await eventually(lambda: joined_keys(pb) == set())
     gate.set()

@@ -29,10 +29,12 @@ class Call:
 @dataclass
 class Faults:
     """``fail(op)`` makes ``op`` (``"kv.map_put"``, ``"pubsub.publish"``, ``"subscription.add"``
-    ...) raise; ``times`` limits how often. ``calls`` records every call in order."""
+    ...) raise; ``times`` limits how often. ``calls`` records every call in order, ``answers``
+    every call the wrapped backend has answered (successfully), in the order of the answers."""
 
     rules: dict[str, list[Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    answers: list[Call] = field(default_factory=list)
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
 
     gates_after: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -68,6 +70,12 @@ class Faults:
 
     def called(self, op: str) -> list[Call]:
         return [c for c in self.calls if c.op == op]
+
+    def answered(self, op: str) -> list[Call]:
+        """Calls of ``op`` the backend has answered: with an auto-pipelining adapter a call
+        may be queued for a while after it was made, so "the server has run it" is this, not
+        :meth:`called`. An ``after=True`` gate holds the answer back from the caller only."""
+        return [c for c in self.answers if c.op == op]
 
 
 class _Subscription:
@@ -117,6 +125,7 @@ class _Port:
             if gate is not None:
                 await gate.wait()
             result = await value(*args, **kwargs)
+            self._faults.answers.append(Call(op, args, kwargs))
             gate_after = self._faults.gates_after.get(op)
             if gate_after is not None:
                 await gate_after.wait()
