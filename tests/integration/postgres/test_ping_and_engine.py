@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 import uwsx
+from tests.helpers import eventually
 from tests.integration.pg_servers import PgServer
 from tests.integration.postgres.relay import relay_to
 from uwsx import _runtime
@@ -40,12 +41,7 @@ def bounded(aw: Awaitable[T]) -> Awaitable[T]:
 
 
 async def until(probe: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not probe():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {WAIT:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    await eventually(probe, timeout=WAIT, what=what)
 
 
 async def connect(target: object, prefix: str, **options: Any) -> PostgresBackend:
