@@ -12,7 +12,6 @@ throwaway redis-server (about 30 s)::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -205,20 +204,9 @@ while earlier batches are in flight, which is what would let it coalesce across 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--write", action="store_true", help="update bench/results/")
-    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
-    args = parser.parse_args()
-    with bc.redis_server(pin_cpus=args.pin) as url:
-        print(f"redis at {url}; {bc.machine()}\n", flush=True)
-        sections = asyncio.run(measure(url, args.seconds, args.repeat))
-    if args.write:
-        path = bc.write_results(
-            "bench_bus", "Bus relay throughput vs raw redis-py", sections, NOTES
-        )
-        print(f"wrote {path}")
+    bc.redis_main(
+        "bench_bus", "Bus relay throughput vs raw redis-py", __doc__ or "", NOTES, measure
+    )
 
 
 if __name__ == "__main__":

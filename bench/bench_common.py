@@ -13,6 +13,7 @@ ratios inside one run, never absolute numbers across runs.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -21,10 +22,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the test harness's server helpers live in tests/
@@ -246,3 +248,26 @@ def write_results(
 
 if __name__ == "__main__":
     print(__doc__)
+
+
+def redis_main(
+    name: str,
+    title: str,
+    doc: str,
+    notes: str,
+    measure: Callable[[str, float, int], Coroutine[Any, Any, list[str]]],
+) -> None:
+    """The command line of a Redis throughput benchmark: ``--seconds``, ``--repeat``,
+    ``--write`` (to ``bench/results/<name>.md``) and ``--pin``; runs ``measure(url, seconds,
+    repeat)`` against a throwaway redis-server and prints its sections."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="update bench/results/")
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
+    args = parser.parse_args()
+    with redis_server(pin_cpus=args.pin) as url:
+        print(f"redis at {url}; {machine()}\n", flush=True)
+        sections: list[str] = asyncio.run(measure(url, args.seconds, args.repeat))
+    if args.write:
+        print(f"wrote {write_results(name, title, sections, notes)}")

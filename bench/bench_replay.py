@@ -12,8 +12,6 @@ one event-loop tick, raw redis-py sends one request per task. Runs on a throwawa
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 
 import bench_common as bc
@@ -112,20 +110,9 @@ the same atomic step by hand with redis-py.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--write", action="store_true", help="update bench/results/")
-    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
-    args = parser.parse_args()
-    with bc.redis_server(pin_cpus=args.pin) as url:
-        print(f"redis at {url}; {bc.machine()}\n", flush=True)
-        sections = asyncio.run(measure(url, args.seconds, args.repeat))
-    if args.write:
-        path = bc.write_results(
-            "bench_replay", "Replay publish throughput vs raw redis-py", sections, NOTES
-        )
-        print(f"wrote {path}")
+    bc.redis_main(
+        "bench_replay", "Replay publish throughput vs raw redis-py", __doc__ or "", NOTES, measure
+    )
 
 
 if __name__ == "__main__":
