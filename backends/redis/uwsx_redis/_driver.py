@@ -17,11 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from uwsx_redis._driver_nodes import ClusterNodeRef, Node, PoolNode
+from uwsx_redis._driver_nodes import ClusterNodeRef, Node, PoolNode, dropping
 
 __all__ = [
     "SCHEMES",
@@ -134,6 +134,7 @@ class Topology:
 class StandaloneTopology(Topology):
     def __init__(self, pool: ConnectionPool, *, owned: bool) -> None:
         kwargs = pool.connection_kwargs
+        pool.connection_class = dropping(pool.connection_class)
         self._node = PoolNode(f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}", pool)
         self._owned = owned
         self.db = int(kwargs.get("db", 0) or 0)
@@ -274,6 +275,12 @@ async def open_topology(target: object, options: DriverOptions) -> Topology:
 
 
 async def _cluster(client: RedisCluster, options: DriverOptions) -> ClusterTopology:
+    # Every node, the ones found later included, makes its connections from these settings.
+    manager = client.nodes_manager
+    kwargs = manager.connection_kwargs
+    kwargs["connection_class"] = dropping(kwargs.get("connection_class", Connection))
+    for node in manager.startup_nodes.values():
+        node.connection_class = dropping(node.connection_class)
     try:
         await client.initialize()
     except BaseException:

@@ -14,7 +14,7 @@ import asyncio
 import select
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -22,7 +22,40 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError
 
-__all__ = ["ClusterNodeRef", "Node", "PoolNode", "no_retry", "stale"]
+__all__ = ["ClusterNodeRef", "Node", "PoolNode", "dropping", "no_retry", "stale"]
+
+_C = TypeVar("_C", bound=AbstractConnection)
+
+
+class _DropOnForcedClose:
+    """Makes a forced close (``disconnect(nowait=True)``: the connection broke, or a round
+    trip was cut short by a deadline or a cancellation) abort the transport at once.
+
+    redis-py closes gracefully even then; on a TLS connection that means sending
+    ``close_notify`` and keeping the socket open until the server answers, for up to 30 s,
+    or for ever when the event loop stops first (the socket is then leaked). A connection
+    given up on has nothing left to say, so it is dropped instead.
+    """
+
+    async def disconnect(self, nowait: bool = False, **kwargs: Any) -> None:
+        if nowait:
+            writer = getattr(self, "_writer", None)
+            if writer is not None:
+                writer.transport.abort()
+        await super().disconnect(nowait=nowait, **kwargs)  # type: ignore[misc]
+
+
+_DROPPING: dict[type[Any], type[Any]] = {}
+
+
+def dropping(cls: type[_C]) -> type[_C]:
+    """``cls`` with :class:`_DropOnForcedClose` (made once per class; a class made here
+    maps to itself)."""
+    sub = _DROPPING.get(cls)
+    if sub is None:
+        sub = _DROPPING[cls] = type(cls.__name__, (_DropOnForcedClose, cls), {})
+        _DROPPING[sub] = sub
+    return cast("type[_C]", sub)
 
 
 def no_retry(kwargs: Mapping[str, Any]) -> dict[str, Any]:

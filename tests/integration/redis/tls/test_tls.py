@@ -8,7 +8,11 @@ opens the same redis-py TLS connections) is exercised here only by URL parsing.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +21,7 @@ from tests.integration.redis.support import Opener, restart_scenario
 from tests.integration.redis_servers import RedisDeployment, throwaway
 from uwsx.errors import Unavailable
 from uwsx.testing.contract import AllPortsContract
+from uwsx_redis._driver import DriverOptions, open_topology
 
 
 class TestRedisTls(AllPortsContract):
@@ -74,3 +79,37 @@ async def test_tls_restart_reconnects_and_resubscribes(tmp_path: Path, open_redi
     resubscribe, loss window reported, scripts reloaded."""
     with throwaway("redis", "tls", tmp_path) as dep:
         await restart_scenario(dep, open_redis)
+
+
+@pytest.mark.parametrize("layout", ["tls", "tls-cluster"])
+async def test_forced_close_drops_the_socket_of_a_frozen_server(
+    layout: str, tmp_path: Path
+) -> None:
+    """A connection given up on (``disconnect(nowait=True)``, what a deadline or a broken
+    round trip does) closes its socket at once. A graceful TLS close would wait for the
+    server's ``close_notify``, which a frozen server never sends: the socket stayed open for
+    30 s, or was leaked when the event loop stopped first."""
+    with throwaway("redis", layout, tmp_path) as dep:
+        topology = await open_topology(dep.url, DriverOptions())
+        try:
+            node = topology.default()
+            pooled: Any = await node.acquire()
+            dedicated: Any = node.dedicated()
+            await dedicated.connect()
+            conns = [pooled, dedicated]
+            sockets = [c._writer.transport.get_extra_info("socket") for c in conns]
+            assert all(s.fileno() >= 0 for s in sockets)
+            for server in dep.servers:
+                os.kill(server.pid, signal.SIGSTOP)
+            try:
+                for conn in conns:
+                    await conn.disconnect(nowait=True)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                assert [s.fileno() for s in sockets] == [-1, -1]
+            finally:
+                for server in dep.servers:
+                    os.kill(server.pid, signal.SIGCONT)
+            await node.release(pooled)
+        finally:
+            await topology.close()
