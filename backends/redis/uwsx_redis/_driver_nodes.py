@@ -27,21 +27,21 @@ __all__ = ["ClusterNodeRef", "Node", "PoolNode", "dropping", "no_retry", "stale"
 _C = TypeVar("_C", bound=AbstractConnection)
 
 
-class _DropOnForcedClose:
-    """Makes a forced close (``disconnect(nowait=True)``: the connection broke, or a round
-    trip was cut short by a deadline or a cancellation) abort the transport at once.
+class _DropOnClose:
+    """Makes closing a connection drop it: the transport is aborted, with no goodbye.
 
-    redis-py closes gracefully even then; on a TLS connection that means sending
-    ``close_notify`` and keeping the socket open until the server answers, for up to 30 s,
-    or for ever when the event loop stops first (the socket is then leaked). A connection
-    given up on has nothing left to say, so it is dropped instead.
+    redis-py closes gracefully, and on a TLS connection that means sending ``close_notify``
+    and keeping the socket open until the server answers: for up to 30 s when the server is
+    frozen (its ``disconnect()`` then times out), and for ever when the event loop stops
+    first, or the closing task is cancelled, before the answer arrives (the socket is then
+    leaked). The adapter has nothing left to send on a connection it closes (it never queues
+    a write it does not wait for), so dropping loses nothing.
     """
 
     async def disconnect(self, nowait: bool = False, **kwargs: Any) -> None:
-        if nowait:
-            writer = getattr(self, "_writer", None)
-            if writer is not None:
-                writer.transport.abort()
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.transport.abort()
         await super().disconnect(nowait=nowait, **kwargs)  # type: ignore[misc]
 
 
@@ -49,11 +49,11 @@ _DROPPING: dict[type[Any], type[Any]] = {}
 
 
 def dropping(cls: type[_C]) -> type[_C]:
-    """``cls`` with :class:`_DropOnForcedClose` (made once per class; a class made here
+    """``cls`` with :class:`_DropOnClose` (made once per class; a class made here
     maps to itself)."""
     sub = _DROPPING.get(cls)
     if sub is None:
-        sub = _DROPPING[cls] = type(cls.__name__, (_DropOnForcedClose, cls), {})
+        sub = _DROPPING[cls] = type(cls.__name__, (_DropOnClose, cls), {})
         _DROPPING[sub] = sub
     return cast("type[_C]", sub)
 

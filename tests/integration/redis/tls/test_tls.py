@@ -82,34 +82,32 @@ async def test_tls_restart_reconnects_and_resubscribes(tmp_path: Path, open_redi
 
 
 @pytest.mark.parametrize("layout", ["tls", "tls-cluster"])
-async def test_forced_close_drops_the_socket_of_a_frozen_server(
-    layout: str, tmp_path: Path
-) -> None:
-    """A connection given up on (``disconnect(nowait=True)``, what a deadline or a broken
-    round trip does) closes its socket at once. A graceful TLS close would wait for the
-    server's ``close_notify``, which a frozen server never sends: the socket stayed open for
-    30 s, or was leaked when the event loop stopped first."""
+async def test_closing_drops_the_socket_of_a_frozen_server(layout: str, tmp_path: Path) -> None:
+    """Closing a connection (given up on: ``disconnect(nowait=True)``, what a deadline or a
+    broken round trip does; or plainly) closes its socket at once. A graceful TLS close
+    waits for the server's ``close_notify``, which a frozen server never sends: the socket
+    stayed open for 30 s (``disconnect()`` timed out), or was leaked when the event loop
+    stopped first."""
     with throwaway("redis", layout, tmp_path) as dep:
         topology = await open_topology(dep.url, DriverOptions())
         try:
             node = topology.default()
-            pooled: Any = await node.acquire()
-            dedicated: Any = node.dedicated()
-            await dedicated.connect()
-            conns = [pooled, dedicated]
+            given_up: Any = await node.acquire()
+            closed: Any = node.dedicated()
+            await closed.connect()
+            conns = [given_up, closed]
             sockets = [c._writer.transport.get_extra_info("socket") for c in conns]
             assert all(s.fileno() >= 0 for s in sockets)
             for server in dep.servers:
                 os.kill(server.pid, signal.SIGSTOP)
             try:
-                for conn in conns:
-                    await conn.disconnect(nowait=True)
-                for _ in range(3):
-                    await asyncio.sleep(0)
+                await given_up.disconnect(nowait=True)
+                await closed.disconnect()
+                await asyncio.sleep(0)
                 assert [s.fileno() for s in sockets] == [-1, -1]
             finally:
                 for server in dep.servers:
                     os.kill(server.pid, signal.SIGCONT)
-            await node.release(pooled)
+            await node.release(given_up)
         finally:
             await topology.close()
