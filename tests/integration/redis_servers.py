@@ -190,6 +190,15 @@ def _form_cluster(ports: list[int], tls: TlsFiles | None) -> None:
             c.close()
 
 
+def _slots_of(nodes: str, node_id: str) -> str:
+    """The slot ranges ``CLUSTER NODES`` output gives to ``node_id`` ("" for none)."""
+    for line in nodes.splitlines():
+        fields = line.split()
+        if fields and fields[0] == node_id:
+            return " ".join(fields[8:])
+    return ""
+
+
 def _attach_cluster_replica(port: int, masters: list[int], tls: TlsFiles | None) -> None:
     """Join the node on ``port`` to the cluster of ``masters`` as a replica of the first, and
     wait until every node knows it as such (a failover needs that)."""
@@ -210,7 +219,11 @@ def _attach_cluster_replica(port: int, masters: list[int], tls: TlsFiles | None)
             if replica.info("replication").get("master_link_status") != "up":
                 return False
             mark = f"slave {primary_id}"
-            return all(mark in c.execute_command("CLUSTER", "NODES").decode() for c in clients)
+            views = [c.execute_command("CLUSTER", "NODES").decode() for c in clients]
+            # A replica that takes over claims the slots *it* thinks its primary has: it must
+            # have heard them all first (seen missing: a takeover claimed 2 slots of 5461).
+            owned = {_slots_of(view, primary_id) for view in views}
+            return all(mark in view for view in views) and len(owned) == 1
 
         wait_until(attached, timeout=30, what="the cluster replica to sync", interval=0.05)
     finally:

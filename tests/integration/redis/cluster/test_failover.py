@@ -66,6 +66,31 @@ def _serving(dep: RedisDeployment) -> bool:
             c.close()
 
 
+def _cluster_view(dep: RedisDeployment) -> str:
+    """What each live node says of the cluster (for a failure message)."""
+    lines = []
+    for i in (1, 2, 3):
+        c = dep.client(i)
+        try:
+            state = c.execute_command("CLUSTER", "INFO").decode().split()[0]
+            nodes = c.execute_command("CLUSTER", "NODES").decode().strip()
+            lines.append(f"node {i} ({c.info('replication').get('role')}, {state}):\n{nodes}")
+        finally:
+            c.close()
+    return "\n".join(lines)
+
+
+async def _fail_over(dep: RedisDeployment) -> None:
+    """Kill master 0 and have its replica take its slots over (the harness made sure the
+    replica had heard of every slot of its primary: it claims only those)."""
+    dep.kill(0)
+    _take_over(dep)
+    try:
+        await until(lambda: _serving(dep), "the replica to take the slots over", WAIT)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the cluster says:\n{_cluster_view(dep)}") from None
+
+
 async def _write_when_served(backend: RedisBackend, key: str) -> None:
     """Write ``key`` once its slot is served again (Unavailable until then: nothing applied)."""
     loop = asyncio.get_running_loop()
@@ -108,9 +133,7 @@ async def test_failover_moves_commands_sharded_channels_and_expiry_events(
         await backend.pubsub.publish(channel, "before", sharded=True)
         await until(lambda: "before" in received, "the first message")
 
-        dep.kill(0)
-        _take_over(dep)
-        await until(lambda: _serving(dep), "the replica to take the slots over", WAIT)
+        await _fail_over(dep)
 
         await _write_when_served(backend, key)
         assert await backend.kv.get(key) == "after"
