@@ -16,7 +16,8 @@ clock-drift     the instance's clocks run at rate ``value`` for duration
 loss            drop_request = drop_reply = ``value`` on the instance's link for duration
 latency         the instance's link latency is multiplied by ``value`` for duration
 failover        the backend promotes a replica, losing its unreplicated writes
-backend-restart the backend crashes and restarts with what its ``persistence`` mode kept
+backend-restart the backend crashes and restarts with what its ``persistence`` mode kept,
+                refusing connections for duration (no downtime unless the nemesis sets one)
 =============== =============================================================================
 """
 
@@ -132,7 +133,9 @@ def draw_schedule(
                 r, spec.get("value", _DEFAULT_VALUE.get(kind, 0.0)), duration=kind == "clock-step"
             )
             if kind in _GLOBAL:
-                faults.append(Fault(round(t, 6), kind, None, 0.0, 0.0))
+                # a backend restart's duration is its downtime; it has none unless asked for
+                down = duration if kind == "backend-restart" and "duration" in spec else 0.0
+                faults.append(Fault(round(t, 6), kind, None, round(down, 6), 0.0))
             else:
                 faults.extend(
                     Fault(round(t, 6), kind, target, round(duration, 6), round(value, 6))
@@ -154,7 +157,7 @@ def apply_fault(world: World, fault: Fault) -> None:
         world.failover()
         return
     if fault.kind == "backend-restart":
-        world.backend_restart()
+        world.backend_restart(fault.duration)
         return
     assert fault.target is not None
     node = world.nodes[fault.target]
@@ -199,6 +202,7 @@ def _restore_latency(node: Any) -> None:
 def heal_all(world: World) -> None:
     """Jepsen's final generator: end every fault so the liveness phase starts clean."""
     world.trace.event(world.loop.time(), "*", "+", "heal")
+    world.model.down_until = 0.0  # a restarting backend is up
     for node in world.nodes:
         gen = node.link.partition_gen
         was_partitioned = node.link.partitioned

@@ -249,11 +249,12 @@ class World:
         if node.ref is ref and node.conn is not None and store is self.model.primary:
             node.conn.switch(store)
 
-    def backend_restart(self) -> None:
-        """The backend crashes and comes back at once with what its persistence kept: every
-        connection drops; clients reconnect to the restarted server."""
+    def backend_restart(self, downtime: float = 0.0) -> None:
+        """The backend crashes and comes back after ``downtime`` with what its persistence
+        kept: every connection drops; clients reconnect to the restarted server once it
+        accepts connections again."""
         old = self.model.primary
-        store = self.model.restart()
+        store = self.model.restart(downtime)
         if store is not old:
             install_store(store)
         for node in self.nodes:

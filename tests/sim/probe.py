@@ -58,7 +58,8 @@ def run_script(script: Script, **scenario: Any) -> World:
     ProbeWorkload.script = script
     ProbeWorkload.done = []
     result = run_seed(probe_scenario(**scenario), 5, keep_world=True)
-    assert ProbeWorkload.done == ["ok"], "the script did not finish"
-    assert result.ok, [v for v in result.verdicts if not v.ok]
+    failed = [v for v in result.verdicts if not v.ok]
+    assert ProbeWorkload.done == ["ok"], f"the script did not finish: {failed}"
+    assert result.ok, failed
     assert result.world is not None
     return result.world

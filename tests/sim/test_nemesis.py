@@ -51,3 +51,15 @@ def test_durations_and_ranges() -> None:
     assert parse_duration(3) == 3.0
     assert parse_range("-1s..1s") == (-1.0, 1.0)
     assert parse_range("0.9..1.1", duration=False) == (0.9, 1.1)
+
+
+def test_backend_restart_has_downtime_only_when_asked() -> None:
+    restart = {"kind": "backend-restart", "every": "5s..9s"}
+    instant = draw(4, [restart])
+    down = draw(4, [{**restart, "duration": "1s..3s"}])
+    assert instant
+    assert all(f.duration == 0.0 and f.target is None for f in instant)
+    # the same restarts at the same times (no extra draw), each with its downtime
+    assert [f.at for f in down] == [f.at for f in instant]
+    assert all(1.0 <= f.duration <= 3.0 for f in down)
+    assert "for " in down[0].describe()

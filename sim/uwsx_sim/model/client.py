@@ -214,6 +214,12 @@ class SimConnection:
                 True,
                 context=self.node.reply_ctx,
             )
+        elif world.model.down():
+            # the restarted server is not listening yet: the connection attempt is refused
+            # after a round trip, and nothing was sent
+            refused = Unavailable(f"{self.who}: the backend refused the connection (restarting)")
+            at = sent + link.delay() + link.delay()
+            loop.call_at(at, self._reply, fut, None, refused, False, context=self.node.reply_ctx)
         else:
             args = (fut, self.gen, sent, label, resolve, record, wait)
             if link.params.ordered:

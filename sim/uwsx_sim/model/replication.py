@@ -85,6 +85,9 @@ class BackendModel:
         self.persistence = persistence
         self._sync_every = sync_interval(persistence, snapshot_every)
         self.restarts = 0
+        #: backend time until which the primary is down after a restart: connections to it
+        #: are refused (a failover ends it: the promoted replica runs elsewhere)
+        self.down_until = 0.0
         #: generation -> backend time it ended (a failover or a restart)
         self.ended: dict[int, float] = {}
         self.disk = self._new_disk()
@@ -162,6 +165,7 @@ class BackendModel:
         self.primary = new
         self._next_generation(now)
         self.failovers += 1
+        self.down_until = 0.0
         self.replicas = [self._copy_replica(i) for i in range(len(self.replicas))]
         if self.disk is not None:
             self.disk = self._new_disk()  # the promoted replica's own files
@@ -190,10 +194,16 @@ class BackendModel:
         replication id (a crashed server comes back with a new one), else the old one."""
         return self.ids.hex(4) if self.epoch_visible else old
 
-    def restart(self) -> MemoryStore:
-        """The primary crashes and restarts with what its persistence mode kept; the replicas
-        resynchronise from it. Returns the new primary (the same store for ``none``)."""
+    def down(self) -> bool:
+        """True while a restarted primary is still booting (connections are refused)."""
+        return self.clock.monotonic() < self.down_until
+
+    def restart(self, downtime: float = 0.0) -> MemoryStore:
+        """The primary crashes and restarts with what its persistence mode kept, refusing
+        connections for ``downtime`` seconds; the replicas resynchronise from it. Returns the
+        new primary (the same store for ``none``)."""
         self.restarts += 1
+        self.down_until = self.clock.monotonic() + downtime
         if self.disk is None:
             return self.restart_empty()
         now = self.clock.monotonic()
