@@ -63,3 +63,8 @@ def run_script(script: Script, **scenario: Any) -> World:
     assert result.ok, failed
     assert result.world is not None
     return result.world
+
+
+async def until(world: World, t: float) -> None:
+    """Sleep until virtual (backend) time ``t``."""
+    await world.clock.sleep(t - world.loop.time())

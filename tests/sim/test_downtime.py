@@ -11,13 +11,9 @@ from uwsx.ports.pubsub import LossWindow
 from uwsx_sim.node import SimNode
 from uwsx_sim.world import World
 
-from .probe import run_script
+from .probe import run_script, until
 
 pytestmark = pytest.mark.usefixtures("probe")
-
-
-async def until(world: World, t: float) -> None:
-    await world.clock.sleep(t - world.loop.time())
 
 
 def test_calls_are_refused_until_the_backend_is_back() -> None:

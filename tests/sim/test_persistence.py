@@ -11,7 +11,7 @@ from uwsx_sim.runner import explore, run_seed
 from uwsx_sim.scenario import find_scenario
 from uwsx_sim.world import World
 
-from .probe import Script, probe_scenario
+from .probe import Script, probe_scenario, until
 from .probe import run_script as _run_script
 
 pytestmark = pytest.mark.usefixtures("probe")
@@ -19,11 +19,6 @@ pytestmark = pytest.mark.usefixtures("probe")
 
 def run_script(script: Script, **backend: object) -> World:
     return _run_script(script, backend=dict(backend))
-
-
-async def until(world: World, t: float) -> None:
-    """Sleep until virtual (backend) time ``t``."""
-    await world.clock.sleep(t - world.loop.time())
 
 
 # mode -> (a write at 0.2 s survives a crash at 6.5 s, a write at 6.2 s does)
